@@ -1,0 +1,110 @@
+"""The work plan: every (source, prompt, seed) a run must generate, in a fixed order, and its shards.
+
+Seeds are derived from the item, never from the method, so every method draws the same initial
+noise for the same work item.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from monkey.datasets.base import Source
+from monkey.errors import ConfigError
+from monkey.prompts import PromptSet
+
+PAIRINGS = ("cross", "cycle")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    source: Source
+    prompt_index: int  # index into the prompt set
+    location: str
+    prompt: str  # the prompt text of the plan (a method's preset may derive another from it)
+    seed_index: int
+    seed: int
+
+    @property
+    def item_id(self) -> str:
+        return f"{self.source.source_id}/p{self.prompt_index:02d}/s{self.seed_index}"
+
+    def image_relpath(self, method: str) -> str:
+        s = self.source
+        return f"images/{method}/{s.dataset}/{s.subject}/{s.image_id}_p{self.prompt_index:02d}_s{self.seed_index}.png"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            **self.source.describe(),
+            "prompt_index": self.prompt_index,
+            "location": self.location,
+            "plan_prompt": self.prompt,
+            "seed_index": self.seed_index,
+            "seed": self.seed,
+        }
+
+
+def derive_seed(base_seed: int, source_id: str, prompt_index: int, seed_index: int) -> int:
+    """A 31-bit seed from the item's identity: stable across runs, machines and methods."""
+    key = f"{base_seed}|{source_id}|{prompt_index}|{seed_index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def limit_sources(sources: list[Source], subjects: int | list[str] | None) -> list[Source]:
+    """Keep the first N subjects (all their images), or the named subjects."""
+    if subjects is None:
+        return sources
+    names = list(dict.fromkeys(source.subject for source in sources))
+    if isinstance(subjects, int):
+        if subjects < 1:
+            raise ConfigError(f"plan.limit.subjects={subjects} must be >= 1 or null")
+        keep = set(names[:subjects])
+    else:
+        unknown = sorted(set(subjects) - set(names))
+        if unknown:
+            raise ConfigError(f"plan.limit.subjects names unknown subjects {unknown}; known: {names}")
+        keep = set(subjects)
+    return [source for source in sources if source.subject in keep]
+
+
+def build_plan(
+    sources: list[Source],
+    prompts: PromptSet,
+    pairing: str = "cross",
+    seeds: int = 1,
+    base_seed: int = 0,
+    limit_subjects: int | list[str] | None = None,
+    limit_prompts: int | None = None,
+) -> list[WorkItem]:
+    """`cross`: every source with every prompt. `cycle`: source row k with prompt k mod n (paper's code)."""
+    if pairing not in PAIRINGS:
+        raise ConfigError(f"plan.pairing={pairing!r} is not allowed; choose one of {list(PAIRINGS)}")
+    if seeds < 1:
+        raise ConfigError(f"plan.seeds={seeds} must be >= 1")
+    locations = list(enumerate(prompts.locations))
+    if limit_prompts is not None:
+        if limit_prompts < 1:
+            raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
+        locations = locations[:limit_prompts]
+    rows = limit_sources(sources, limit_subjects)
+    items: list[WorkItem] = []
+    for row, source in enumerate(rows):
+        chosen = locations if pairing == "cross" else [locations[row % len(locations)]]
+        for prompt_index, location in chosen:
+            text = prompts.format(source, location)
+            for seed_index in range(seeds):
+                seed = derive_seed(base_seed, source.source_id, prompt_index, seed_index)
+                items.append(WorkItem(source, prompt_index, location, text, seed_index, seed))
+    return items
+
+
+def shard_items(items: list[WorkItem], shard: int, num_shards: int) -> list[WorkItem]:
+    """Contiguous, balanced blocks: shard k gets items [k*N//n, (k+1)*N//n).
+
+    Contiguous keeps a subject's items together, so per-subject work (image embeddings) is done
+    once per shard.
+    """
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ConfigError(f"shard={shard} must lie in [0, num_shards={num_shards})")
+    count = len(items)
+    return items[shard * count // num_shards : (shard + 1) * count // num_shards]
