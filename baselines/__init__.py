@@ -1,0 +1,1 @@
+"""Comparison methods, one module each, all behind `monkey.methods.Method`."""

@@ -1,0 +1,1 @@
+"""Evaluation: metric backbones, scoring with embedding caches, aggregation, tables and plots."""

@@ -1,0 +1,28 @@
+"""The subject's CLIP image embedding, computed once per source image and reused for all prompts."""
+
+import torch
+from diffusers import DiffusionPipeline
+
+from monkey.datasets.base import Source
+
+
+class SubjectEmbedder:
+    """Memoises `pipe.encode_image` per source id (sources are fixed for the life of a run)."""
+
+    def __init__(self, pipe: DiffusionPipeline):
+        self.pipe = pipe
+        self.memo: dict[str, torch.Tensor] = {}
+        self.computed = 0  # encoder calls, for tests and logs
+
+    @torch.no_grad()
+    def embed(self, source: Source) -> torch.Tensor:
+        key = source.source_id
+        if key not in self.memo:
+            device = self.pipe._execution_device
+            embeds, _ = self.pipe.encode_image(source.load_image(), device, 1)  # [1, D]
+            self.memo[key] = embeds
+            self.computed += 1
+        return self.memo[key]
+
+    def batch(self, sources: list[Source]) -> torch.Tensor:
+        return torch.stack([self.embed(source) for source in sources])  # [B, 1, D]
