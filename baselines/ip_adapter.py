@@ -6,7 +6,7 @@ import torch
 
 from monkey.methods.base import GenerationRequest, GenerationResult, Method, same_source_runs
 from monkey.models.profiles import Runtime, load_pipeline
-from monkey.subject_embeds import SubjectEmbedder
+from monkey.subject_embeds import SubjectEmbedder, pipeline_image_embeds, uses_cfg
 
 
 class IPAdapterMethod(Method):
@@ -43,7 +43,7 @@ class IPAdapterMethod(Method):
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
-            ip_adapter_image_embeds=[embeds],
+            ip_adapter_image_embeds=pipeline_image_embeds(embeds, uses_cfg(self.pipe, self.guidance_scale)),
             output_type="pil",
         ).images
         return [GenerationResult(image=image) for image in images]
