@@ -39,10 +39,13 @@ def test_single_run_writes_images_and_manifest(tmp_path):
 
 
 def test_demo_multirun_makes_one_folder_per_method(tmp_path):
-    result = run_cli(tmp_path, "plan.limit.subjects=1", "plan.limit.prompts=1", *QUICK)
+    # no step override: the sweep's methods have different step keys (MONKEY: initial/final_steps)
+    result = run_cli(
+        tmp_path, "plan.limit.subjects=1", "plan.limit.prompts=1", "generation.height=64", "generation.width=64"
+    )
     assert result.returncode == 0, result.stderr
     folders = sorted(p.name.split(",")[0] for p in (tmp_path / "runs" / "demo").iterdir() if p.is_dir())
-    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0"]
+    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0", "monkey"]
 
 
 def test_killed_run_resumes_to_the_same_manifest(tmp_path):
