@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from monkey.adapter.capture import AttentionRecorder, attn2_layers, capture_processors, num_image_tokens
 from monkey.adapter.control import StepController, StepPlan, StopSampling
 from monkey.adapter.masks import ItemMask, extract_mask, resize, to_grid
 from monkey.adapter.settings import MonkeySettings
+from monkey.errors import ConfigError
 from monkey.subject_embeds import pipeline_image_embeds, uses_cfg
 
 Record = dict[str, torch.Tensor]  # "<layer>@<step>" -> [h, w, T] fp32, one item's pass-1 maps
@@ -53,7 +53,7 @@ class SubjectBatch:
 @dataclass
 class Pass1Result:
     records: list[Record]  # per item
-    images: list[Image.Image] | None = None  # only when save_pass1_image
+    images: Any = None  # only when save_pass1_image: PIL images (or latents for output_type="latent")
     record_seconds: float = 0.0  # time spent computing maps (set when timed)
 
 
@@ -65,9 +65,24 @@ class MonkeyOutput:
     pass1: Pass1Result | None
 
 
+def loop_steps(pipe: DiffusionPipeline, num_inference_steps: int) -> int:
+    """How many iterations the pipeline's sampling loop runs for `num_inference_steps` (PNDM: N + 1)."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    try:
+        scheduler.set_timesteps(num_inference_steps)
+    except ValueError as err:
+        raise ConfigError(f"{type(scheduler).__name__} cannot run {num_inference_steps} steps: {err}") from err
+    return len(scheduler.timesteps)
+
+
 class MonkeySampler:
     def __init__(self, pipe: DiffusionPipeline, settings: MonkeySettings):
-        settings.check_model(attn2_layers(pipe.unet), num_image_tokens(pipe.unet))
+        settings.check_model(
+            attn2_layers(pipe.unet),
+            num_image_tokens(pipe.unet),
+            loop_steps(pipe, settings.initial_steps),
+            loop_steps(pipe, settings.final_steps),
+        )
         self.pipe = pipe
         self.settings = settings
         self.guided = uses_cfg(pipe, settings.guidance_scale)
@@ -100,9 +115,15 @@ class MonkeySampler:
 
     # ---- pass 1 ---------------------------------------------------------------------------
     def record(
-        self, batch: SubjectBatch, text: dict[str, torch.Tensor] | None = None, timed: bool = False
+        self,
+        batch: SubjectBatch,
+        text: dict[str, torch.Tensor] | None = None,
+        timed: bool = False,
+        output_type: str = "pil",
     ) -> Pass1Result:
-        """Run the mask pass and return every configured layer's maps (all image tokens) per item."""
+        """Run the mask pass and return every configured layer's maps (all image tokens) per item.
+
+        `output_type` applies to the pass-1 image, made only when `save_pass1_image` is set."""
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
         recorder = AttentionRecorder(s.layers, s.capture_steps, timed=timed)
@@ -126,7 +147,7 @@ class MonkeySampler:
                 output = self.pipe(
                     **self.call_kwargs(batch, text),
                     num_inference_steps=s.initial_steps,
-                    output_type="pil" if keep_image else "latent",
+                    output_type=output_type if keep_image else "latent",
                     callback_on_step_end=control.after_step,
                 )
                 images = output.images if keep_image else None
@@ -136,7 +157,7 @@ class MonkeySampler:
             raise RuntimeError(f"pass 1 ended without recording {recorder.missing()} (did the loop run that long?)")
         latent_hw = self.latent_hw(batch)
         records = [
-            {key: to_grid(maps[index].cpu(), latent_hw) for key, maps in recorder.maps.items()}
+            {key: to_grid(maps[index].cpu().clone(), latent_hw) for key, maps in recorder.maps.items()}
             for index in range(len(batch))
         ]
         return Pass1Result(records=records, images=images, record_seconds=recorder.seconds)

@@ -13,19 +13,24 @@ COMBINE_RULES = ("mean", "union")
 DEGENERATE_POLICIES = ("full", "error")
 
 
-def step_tuple(key: str, steps: Iterable[int], num_steps: int, num_steps_key: str) -> tuple[int, ...]:
-    """Sorted unique steps, each checked against range(num_steps)."""
+def step_tuple(key: str, steps: Iterable[int]) -> tuple[int, ...]:
+    """Sorted unique non-negative step indices."""
     try:
         values = sorted({int(step) for step in steps})
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"method.{key}={list(steps)!r} must be a list of integers") from err
-    outside = [step for step in values if not 0 <= step < num_steps]
+        raise ConfigError(f"method.{key}={steps!r} must be a list of integers (0-based sampling-loop steps)") from err
+    if any(step < 0 for step in values):
+        raise ConfigError(f"method.{key}={values} has negative steps; steps are 0-based sampling-loop indices")
+    return tuple(values)
+
+
+def check_range(key: str, steps: tuple[int, ...], loop_steps: int, steps_key: str, num_steps: int) -> None:
+    outside = [step for step in steps if step >= loop_steps]
     if outside:
         raise ConfigError(
-            f"method.{key} has steps {outside} outside the range 0..{num_steps - 1} "
-            f"(0-based sampling-loop steps of {num_steps_key}={num_steps})"
+            f"method.{key} has steps {outside} outside the range 0..{loop_steps - 1}: the sampling loop runs "
+            f"{loop_steps} steps for {steps_key}={num_steps}"
         )
-    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,8 @@ class MonkeySettings:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r} must be at least 1")
         if not self.capture_steps:
             raise ConfigError("method.capture_steps is empty: pass 1 must record at least one step")
-        steps = {
-            "capture_steps": step_tuple("capture_steps", self.capture_steps, self.initial_steps, "initial_steps"),
-            "ip_steps": step_tuple("ip_steps", self.ip_steps, self.final_steps, "final_steps"),
-            "mask_steps": step_tuple("mask_steps", self.mask_steps, self.final_steps, "final_steps"),
-        }
-        for key, value in steps.items():
-            object.__setattr__(self, key, value)
+        for key in ("capture_steps", "ip_steps", "mask_steps"):
+            object.__setattr__(self, key, step_tuple(key, getattr(self, key)))
         if self.combine not in COMBINE_RULES:
             raise ConfigError(f"method.combine={self.combine!r} is not allowed; choose one of {list(COMBINE_RULES)}")
         if self.degenerate not in DEGENERATE_POLICIES:
@@ -81,8 +81,14 @@ class MonkeySettings:
     def last_capture_step(self) -> int:
         return self.capture_steps[-1]
 
-    def check_model(self, attn2_layers: Sequence[str], num_image_tokens: int) -> None:
-        """Checks that need the loaded UNet: layer names and the token index."""
+    def check_model(
+        self, attn2_layers: Sequence[str], num_image_tokens: int, initial_loop_steps: int, final_loop_steps: int
+    ) -> None:
+        """Checks that need the loaded pipeline: layer names, the token index, and the step ranges
+        (a loop may run more steps than asked: PNDM runs N + 1 for N)."""
+        check_range("capture_steps", self.capture_steps, initial_loop_steps, "initial_steps", self.initial_steps)
+        check_range("ip_steps", self.ip_steps, final_loop_steps, "final_steps", self.final_steps)
+        check_range("mask_steps", self.mask_steps, final_loop_steps, "final_steps", self.final_steps)
         unknown = [layer for layer in self.layers if layer not in attn2_layers]
         if unknown:
             raise ConfigError(
