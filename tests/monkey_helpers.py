@@ -56,7 +56,10 @@ def settings(model: str, **knobs: Any) -> MonkeySettings:
 
 @torch.no_grad()
 def stock_latents(pipe: DiffusionPipeline, model: str, batch: SubjectBatch, steps: int, scale: float) -> torch.Tensor:
-    """Independent reference: the stock pipeline encoding the subject image itself, at one IP scale."""
+    """Independent reference: the stock pipeline encoding the subject image itself, at one IP scale
+    (the scales it found are put back: the pipeline is shared with other tests)."""
+    processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
+    saved = [list(p.scale) for p in processors]
     pipe.set_ip_adapter_scale(scale)
     try:
         return pipe(
@@ -70,7 +73,8 @@ def stock_latents(pipe: DiffusionPipeline, model: str, batch: SubjectBatch, step
             output_type="latent",
         ).images
     finally:
-        pipe.set_ip_adapter_scale(1.0)
+        for processor, scales in zip(processors, saved, strict=True):
+            processor.scale = scales
 
 
 def ip_processor_state(pipe: DiffusionPipeline) -> list[tuple[str, int, list[float]]]:

@@ -67,6 +67,7 @@ def test_recorded_map_equals_a_hand_softmax_of_the_conditional_half(model):
     finally:
         handle.remove()
     assert len(inputs) == 3  # steps 0, 1, 2: pass 1 stopped after its last capture step
+    assert set(pass1.records[0]) == {map_key(PAPER_LAYER, 1), map_key(PAPER_LAYER, 2)}  # nothing else recorded
     n = len(PROMPTS)
     for step in (1, 2):
         hidden, ip_tokens = inputs[step]

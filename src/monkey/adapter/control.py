@@ -27,7 +27,10 @@ class StepPlan:
 
 
 class StopSampling(Exception):
-    """Raised from the step callback to end a pass early (pass 1 after its last capture step)."""
+    """Raised from the step callback to end a pass early (pass 1 after its last capture step).
+
+    LCM pipelines have no `interrupt`, so an exception is the one way out of their loop; the pipeline's
+    closing `maybe_free_model_hooks()` is skipped, which matters only with CPU-offload hooks."""
 
 
 class StepController:

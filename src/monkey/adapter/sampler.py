@@ -6,6 +6,11 @@ Its output is a plain tensor dict per item (see masks.py), so a later pass can t
 Pass 2 (final pass): the same initial noise (same seeds), `final_steps` steps, the IP-Adapter at
 `ip_scale` on `ip_steps` and 0 elsewhere, its output multiplied by each item's own mask on
 `mask_steps`. Prompt embeddings are computed once and shared by both passes.
+
+Pass 2's steps before its first IP step do not depend on the subject or the mask, but they are not
+split out: resuming a diffusers pipeline mid-schedule needs the scheduler's internal state (PNDM's
+history, LCM's step index) and the generators' states (LCM draws fresh noise every step), which the
+pipelines do not expose. A cache of pass 1 (`record` -> `__call__(records=...)`) needs none of that.
 """
 
 from collections.abc import Sequence
