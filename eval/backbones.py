@@ -195,6 +195,10 @@ def load_timm(spec: BackboneSpec, device: torch.device, batch_size: int) -> Timm
     where = f"file {weights!r}" if weights else "the hub"
     try:
         model = timm.create_model(spec.model_name, pretrained=True, **kwargs)
+    except TypeError as err:  # e.g. img_size on a model that does not take it
+        raise ConfigError(
+            f"eval.backbones.{spec.key}: {spec.model_name} is not a timm ViT taking img_size: {err}"
+        ) from err
     except RuntimeError as err:
         if "Unknown model" in str(err):
             raise ConfigError(f"eval.backbones.{spec.key}.model_name={spec.model_name!r}: {err}") from err

@@ -18,7 +18,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from monkey.eval.collect import find_run_dirs
 from monkey.eval.report import REPORT_DIR, build_report
-from monkey.eval.score_store import ScoreSet, score_set_names
+from monkey.eval.score_store import ORACLE, ScoreSet, score_set_names
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import MonkeyError
@@ -63,7 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", dest="eval_name", help="score set / conf/eval name (default: the folders')")
     parser.add_argument("--logger", default="none", help="none or wandb")
     parser.add_argument("--no-evaluate", action="store_true", help="do not score unscored images; report what is there")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     except MonkeyError as err:
         log.error("%s", err)
         return 2
-    print(f"report of {len(report.scores)} images from {len(report.run_dirs)} run folders: {report.out_dir}")
+    generated = int((report.scores["method"] != ORACLE).sum())
+    print(f"report of {generated} images from {len(report.run_dirs)} run folders: {report.out_dir}")
     return 0
 
 

@@ -16,10 +16,11 @@ from monkey.eval.pareto import frontier_path, pareto_mask
 from monkey.eval.tables import dataset_label
 
 
-def label_offsets(x: np.ndarray, y: np.ndarray, near: float = 0.04) -> list[tuple[int, int]]:
-    """Text offsets (points) that stack the labels of points lying close together instead of overprinting."""
-    span_x = max(float(np.ptp(x)), 1e-9) if len(x) else 1.0
-    span_y = max(float(np.ptp(y)), 1e-9) if len(y) else 1.0
+def label_offsets(
+    x: np.ndarray, y: np.ndarray, span_x: float, span_y: float, near: float = 0.04
+) -> list[tuple[int, int]]:
+    """Text offsets (points) that stack the labels of points lying close together (within `near` of the
+    axes' spans) instead of overprinting them."""
     offsets = []
     for i in range(len(x)):
         close = sum(abs(x[j] - x[i]) < near * span_x and abs(y[j] - y[i]) < near * span_y for j in range(i))
@@ -53,14 +54,14 @@ def pareto_plot(
     on_front = np.zeros(len(variants), dtype=bool)
     on_front[~anchor] = pareto_mask(px[~anchor], py[~anchor])
 
-    offsets = label_offsets(px, py)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for i, variant in enumerate(variants):
         color = "0.55" if anchor[i] else ("C3" if on_front[i] else "C0")
         xerr = [[px[i] - table["ci_low"].loc[variant, x]], [table["ci_high"].loc[variant, x] - px[i]]]
         yerr = [[py[i] - table["ci_low"].loc[variant, y]], [table["ci_high"].loc[variant, y] - py[i]]]
-        ax.errorbar(px[i], py[i], xerr=xerr, yerr=yerr, fmt="s" if anchor[i] else "o", color=color, capsize=3, ms=6)
-        ax.annotate(variant, (px[i], py[i]), textcoords="offset points", xytext=offsets[i], fontsize=8)
+        label = "reference (not ranked)" if anchor[i] and not anchor[:i].any() else None
+        marker = "s" if anchor[i] else "o"
+        ax.errorbar(px[i], py[i], xerr=xerr, yerr=yerr, fmt=marker, color=color, capsize=3, ms=6, label=label)
     if on_front.any():
         fx, fy = frontier_path(px, py, on_front)
         ax.plot(fx, fy, "--", color="C3", lw=1.2, label="Pareto frontier")
@@ -77,6 +78,9 @@ def pareto_plot(
                     fontsize=7,
                     color="0.4",
                 )
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for variant, offset, xi, yi in zip(variants, label_offsets(px, py, x1 - x0, y1 - y0), px, py, strict=True):
+        ax.annotate(variant, (xi, yi), textcoords="offset points", xytext=offset, fontsize=8)
     ax.set_xlabel(labels.get(x, x))
     ax.set_ylabel(labels.get(y, y))
     ax.set_title(f"{dataset_label(dataset)}: {labels.get(y, y)} vs {labels.get(x, x)} (mean, 95% CI)")

@@ -26,6 +26,7 @@ from monkey.eval.plots import pareto_plot
 from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
 from monkey.eval.tables import (
+    PAPER_COLUMNS,
     comparison_markdown,
     ordered_datasets,
     paper_comparison,
@@ -131,9 +132,10 @@ def build_report(
     write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels))
 
     paper = read_paper_table(paper_table_path(settings.get("paper_table")))
-    comparison = paper_comparison(summary, paper, settings["paper_names"], table_metrics, level)
+    paper_metrics = [m for m in PAPER_COLUMNS[2:] if m in metrics]  # the paper's columns, at its level
+    comparison = paper_comparison(summary, paper, settings["paper_names"], paper_metrics, "image")
     write_frame(out_dir / "paper_comparison.csv", comparison)
-    comparison_md = comparison_markdown(comparison, table_metrics, labels)
+    comparison_md = comparison_markdown(comparison, paper_metrics, labels)
     write_text(out_dir / "paper_comparison.md", comparison_md)
 
     datasets = ordered_datasets(scores["dataset"], settings["datasets"])
