@@ -116,7 +116,8 @@ def reference_paths(
         paths = refs.setdefault((row["dataset"], row["subject"]), [])
         if row["source_path"] not in paths:
             paths.append(row["source_path"])
-    return {key: sorted(paths) for key, paths in refs.items()}
+    needed = {(row["dataset"], row["subject"]) for row in rows}
+    return {key: sorted(paths) for key, paths in refs.items() if key in needed}
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> float:
