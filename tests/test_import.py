@@ -56,24 +56,28 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def import_args(name: str, folder: Path, mapping: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`monkey-import images` arguments for a folder + mapping, with the test plan's overrides."""
+    return [
+        "images",
+        "--name",
+        name,
+        "--images",
+        str(folder),
+        "--mapping",
+        str(mapping),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+        *PLAN,
+    ]
+
+
 def test_folder_with_mapping_becomes_manifest_rows(tmp_path, plan, external, capsys):
     folder, rows = external
     mapping = write_csv(tmp_path / "map.csv", rows)
     run_dir = tmp_path / "run"
-    code = main(
-        [
-            "images",
-            "--name",
-            "freegraftor",
-            "--images",
-            str(folder),
-            "--mapping",
-            str(mapping),
-            "--run-dir",
-            str(run_dir),
-            *PLAN,
-        ]
-    )
+    code = main(import_args("freegraftor", folder, mapping, run_dir))
     assert code == 0
     report = capsys.readouterr().out
     assert re.search(r"written\s+3\n", report) and re.search(r"plan items with no image\s+1 of 4", report)
@@ -121,18 +125,7 @@ def test_mismatches_are_listed_and_nothing_is_written(tmp_path, plan, external, 
     ]
     mapping = write_csv(tmp_path / "map.csv", bad)
     run_dir = tmp_path / "run"
-    args = [
-        "images",
-        "--name",
-        "x",
-        "--images",
-        str(folder),
-        "--mapping",
-        str(mapping),
-        "--run-dir",
-        str(run_dir),
-        *PLAN,
-    ]
+    args = import_args("x", folder, mapping, run_dir)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "map.csv:5: no plan item has subject='teapot' location='in the snow'" in err
@@ -149,18 +142,7 @@ def test_mismatches_are_listed_and_nothing_is_written(tmp_path, plan, external, 
 def test_reimport_skips_the_same_images_and_refuses_other_ones(tmp_path, external):
     folder, rows = external
     mapping = write_csv(tmp_path / "map.csv", rows)
-    args = [
-        "images",
-        "--name",
-        "x",
-        "--images",
-        str(folder),
-        "--mapping",
-        str(mapping),
-        "--run-dir",
-        str(tmp_path / "run"),
-        *PLAN,
-    ]
+    args = import_args("x", folder, mapping, tmp_path / "run")
     assert main(args) == 0 and main(args) == 0
     assert sum(len(p.read_text().splitlines()) for p in (tmp_path / "run" / "manifest").glob("*.jsonl")) == 3
     picture(99).save(folder / "out_0.png")
@@ -170,18 +152,7 @@ def test_reimport_skips_the_same_images_and_refuses_other_ones(tmp_path, externa
 def test_require_all_fails_when_items_are_missing(tmp_path, external):
     folder, rows = external
     mapping = write_csv(tmp_path / "map.csv", rows)
-    args = [
-        "images",
-        "--name",
-        "x",
-        "--images",
-        str(folder),
-        "--mapping",
-        str(mapping),
-        "--run-dir",
-        str(tmp_path / "r"),
-        *PLAN,
-    ]
+    args = import_args("x", folder, mapping, tmp_path / "r")
     assert main([*args, "--require-all"]) == 2
     assert not (tmp_path / "r").exists()
 
@@ -196,23 +167,7 @@ def test_jobs_template_round_trips(tmp_path, plan):
         (folder / row["file"]).parent.mkdir(parents=True, exist_ok=True)
         picture(index).save(folder / row["file"])
     run_dir = tmp_path / "run"
-    assert (
-        main(
-            [
-                "images",
-                "--name",
-                "ext",
-                "--images",
-                str(folder),
-                "--mapping",
-                str(jobs),
-                "--run-dir",
-                str(run_dir),
-                *PLAN,
-            ]
-        )
-        == 0
-    )
+    assert main(import_args("ext", folder, jobs, run_dir)) == 0
     assert len(RunStore(run_dir).finished("ext")) == 4
 
 
@@ -248,23 +203,7 @@ def test_imported_rows_carry_every_field_of_a_native_row(make_config, tmp_path, 
     folder, rows = external
     mapping = write_csv(tmp_path / "map.csv", rows)
     run_dir = tmp_path / "run"
-    assert (
-        main(
-            [
-                "images",
-                "--name",
-                "x",
-                "--images",
-                str(folder),
-                "--mapping",
-                str(mapping),
-                "--run-dir",
-                str(run_dir),
-                *PLAN,
-            ]
-        )
-        == 0
-    )
+    assert main(import_args("x", folder, mapping, run_dir)) == 0
     imported = RunStore(run_dir).rows()[0]
     assert set(native) <= set(imported), set(native) - set(imported)
     for key in ("item_id", "source_path", "image", "prompt", "height", "width", "status"):

@@ -121,7 +121,8 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
     if own_model is None:
         model, model_source = to_plain(cfg.model), "run"
     else:
-        model, model_source = {**model_profile_config(own_model), **model_overrides}, own_model
+        model = to_plain(OmegaConf.merge(model_profile_config(own_model), model_overrides))
+        model_source = own_model
     settings = {"prompt": "plan", "size": None, "seeded": True, "clip_t_prompt": None}
     if preset == "paper":
         if paper is None:
