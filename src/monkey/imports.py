@@ -265,7 +265,8 @@ def write_import(
                 image,
                 text={"prompt": prompt, "method": name, "item_id": item.item_id, "origin": "imported"},
             )
-            extra = {k: v for k, v in row.fields.items() if k not in (*IDENTITY_COLUMNS, "prompt", "file")}
+            known = (*IDENTITY_COLUMNS, *JOB_COLUMNS, "generation_seed")  # the jobs template's own columns
+            extra = {k: v for k, v in row.fields.items() if k not in known}
             writer.append(
                 {
                     **item.describe(),
