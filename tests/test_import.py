@@ -15,6 +15,7 @@ from PIL import Image
 
 from monkey.images import load_rgb
 from monkey.import_cli import main
+from monkey.imports import AS_MADE
 from monkey.runner import generate_stage, plan_from_config
 from monkey.store import RunStore
 
@@ -104,8 +105,8 @@ def test_folder_with_mapping_becomes_manifest_rows(tmp_path, plan, external, cap
             "freegraftor",
             "ok",
         )
-        original = load_rgb(row["info"]["imported_from"])
-        assert np.array_equal(np.asarray(load_rgb(run_dir / row["image"])), np.asarray(original))
+        original = load_rgb(row["info"]["imported_from"], AS_MADE)
+        assert np.array_equal(np.asarray(load_rgb(run_dir / row["image"], AS_MADE)), np.asarray(original))
     assert imported[plan[1].item_id]["info"]["prompt_source"].startswith("plan")
     assert imported[plan[1].item_id]["info"]["columns"] == {"note": "x"}
     summary = json.loads((run_dir / "import-freegraftor.json").read_text())
@@ -192,7 +193,8 @@ def test_a_saved_dataset_with_its_columns_as_the_mapping(tmp_path, plan):
     )
     rows = RunStore(run_dir).finished("released")
     assert sorted(row["prompt"] for row in rows.values()) == ["a backpack in the jungle", "a backpack in the snow"]
-    assert np.array_equal(np.asarray(load_rgb(run_dir / rows[plan[0].item_id]["image"])), np.asarray(picture(0)))
+    stored = load_rgb(run_dir / rows[plan[0].item_id]["image"], AS_MADE)
+    assert np.array_equal(np.asarray(stored), np.asarray(picture(0)))
 
 
 def test_imported_rows_carry_every_field_of_a_native_row(make_config, tmp_path, external):

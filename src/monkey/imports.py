@@ -26,12 +26,14 @@ from PIL import Image
 
 from monkey.errors import DataError, RunFolderError
 from monkey.hashing import bytes_sha256
-from monkey.images import load_rgb, to_rgb
+from monkey.images import ImageOptions, load_rgb, to_rgb
 from monkey.plan import WorkItem
 from monkey.store import STATUS_OK, RunStore
 
 INT_COLUMNS = ("prompt_index", "seed", "seed_index", "generation_seed")
 IDENTITY_COLUMNS = ("item_id", "dataset", "subject", "image_id", "prompt_index", "location", "seed", "seed_index")
+# Generated images are taken as made: no crop, no size floor, no reduction below 16k px.
+AS_MADE = ImageOptions(fit="none", min_side=1, max_side=16384)
 JOB_COLUMNS = (
     "item_id",
     "dataset",
@@ -217,7 +219,7 @@ def check_file(row: MappingRow, images_root: Path | None) -> str | None:
     if not path.is_file():
         return f"image file not found: {path}"
     try:
-        load_rgb(path)
+        load_rgb(path, AS_MADE)
     except DataError as err:
         return str(err)
     return None
@@ -247,7 +249,7 @@ def write_import(
     written = skipped = 0
     with store.writer(name, f"import-{name}") as writer:
         for row, item in matched:
-            image = to_rgb(row.image) if row.image is not None else load_rgb(image_file(row, images_root))
+            image = to_rgb(row.image) if row.image is not None else load_rgb(image_file(row, images_root), AS_MADE)
             sha = pixels_sha256(image)
             previous = done.get(item.item_id)
             if previous is not None:

@@ -8,21 +8,22 @@ rather than silently mixing two configs in one table.
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from monkey.datasets.base import load_sources
-from monkey.errors import RunFolderError
+from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
+from monkey.datasets.base import bad_image_policy, image_options, load_sources
+from monkey.errors import DataError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import RUNTIME_ONLY_KEYS, GenerationRequest, Method, build_method
 from monkey.methods.presets import MethodSpec, format_prompt, method_spec
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
 from monkey.plan import WorkItem, build_plan, shard_items
-from monkey.prompts import load_prompt_set
+from monkey.prompts import prompt_set_from_config
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_OK, RunStore
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def plan_from_config(cfg: DictConfig) -> list[WorkItem]:
     sources = load_sources(cfg.dataset)
-    prompts = load_prompt_set(**to_plain(cfg.prompts))
+    prompts = prompt_set_from_config(cfg.prompts)
     return build_plan(
         sources,
         prompts,
@@ -53,6 +54,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
         "method": method,
         "model": spec.model,
         "size": [spec.height, spec.width],
+        "subject_image": asdict(image_options(cfg.dataset)),  # fit/min/max change what the method sees
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "preset": spec.describe(),
     }
@@ -95,6 +97,7 @@ class GenerateSummary:
     planned: int  # items in this shard
     skipped: int  # already finished before this call
     generated: int
+    unusable: int = 0  # items not generated because their subject image is unusable (on_bad_image=skip)
 
 
 def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
@@ -127,6 +130,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
     batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
+    gate, skips, unusable = ImageGate(bad_image_policy(cfg.dataset)), recorded_skips(store, label), 0
     context = {
         "config_hash": config_hash,
         "writer": writer_id,
@@ -142,9 +146,23 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         ) as progress,
     ):
         for batch in batched(todo, batch_size):
-            generate_batch(method, batch, spec, store, writer, label, context, plan_index)
+            usable, bad = gate.split(batch)
+            for item, error in bad:
+                if skips.get(item.item_id) != str(error):
+                    writer.append(skipped_row(item, error, label, context, plan_index[item.item_id]))
+            if usable:
+                generate_batch(method, usable, spec, store, writer, label, context, plan_index)
+            unusable += len(bad)
             progress.update(len(batch))
-    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo))
+    if unusable:
+        log.warning(
+            "%s: %d items skipped, their subject image is unusable (manifest rows: status skipped)", label, unusable
+        )
+    if unusable and unusable == len(mine):
+        raise DataError(
+            f"no usable subject image among the {unusable} items of this run; skipped ones are in {run_dir}"
+        )
+    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable, unusable)
 
 
 def generate_batch(

@@ -26,18 +26,22 @@ from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
 from monkey.plan import WorkItem
+from monkey.prompts import PromptSet
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("fair", "paper")
 
-# How a method's prompt is formed from a work item (`{caption}` comes from the method's captioner).
-PROMPT_FORMS: dict[str, str] = {
-    "plan": "the plan's prompt (prompts.template, default '{subject_word} {location}')",
+# How a method's prompt is formed from a work item: a prompt template applied to the item's prompt
+# entry (so DreamBooth's "red {subject}" entries keep their modifier), after the method's caption
+# for the caption forms. "plan" is the plan's own prompt (prompts.template).
+PROMPT_FORMS: dict[str, str | None] = {
+    "plan": None,
     "location": "{location}",
     "subject_location": "{subject_word} {location}",
-    "caption_location": "{caption} {location}",
+    "caption_location": "{location}",
 }
+CAPTION_FORMS = ("caption_location",)
 # Keys of a method config that choose how it is set up rather than being passed to its class.
 SPEC_KEYS = ("model", "model_overrides", "paper")
 PAPER_KEYS = {"prompt", "size", "seeded", "clip_t_prompt", "set", "note"}
@@ -45,14 +49,15 @@ PAPER_KEYS = {"prompt", "size", "seeded", "clip_t_prompt", "set", "note"}
 
 def format_prompt(form: str, item: WorkItem, caption: Callable[[Source], str]) -> str:
     """The prompt string of `form` for `item`; `caption` is only called by the caption forms."""
-    if form == "plan":
-        return item.prompt
     if form not in PROMPT_FORMS:
         raise ConfigError(f"prompt form {form!r} is not allowed; choose one of {list(PROMPT_FORMS)}")
-    fields = {"location": item.location, "subject_word": item.source.subject_word}
-    if "{caption}" in PROMPT_FORMS[form]:
-        fields["caption"] = caption(item.source)
-    return " ".join(PROMPT_FORMS[form].format(**fields).split())
+    template = PROMPT_FORMS[form]
+    if template is None:
+        return item.prompt
+    text = PromptSet(name=form, locations=(), template=template).format(item.source, item.location)
+    if form in CAPTION_FORMS:
+        text = f"{caption(item.source)} {text}"
+    return " ".join(text.split())
 
 
 def model_profile_config(name: str) -> dict[str, Any]:
