@@ -11,7 +11,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import build_method
-from monkey.methods.presets import method_spec, model_profile_config
+from monkey.methods.presets import PROMPT_FORMS, format_prompt, method_spec, model_profile_config
 from monkey.models.profiles import profile_from_config, resolve_runtime
 from monkey.models.tiny_blip import materialize_tiny_blip
 from monkey.runner import generate_stage, generation_config, plan_from_config
@@ -155,3 +155,19 @@ def test_rows_store_the_exact_prompt_and_the_papers_clip_t_text(make_config, tmp
             ),
             tmp_path / "fair",
         )
+
+
+def test_prompt_forms_keep_dreambooths_modifier_entries(make_config):
+    """An entry such as 'red {subject}' puts its words before the subject in every form."""
+    items = plan_from_config(
+        make_config("prompts=dreambooth_object", "plan.limit.subjects=1", "plan.limit.prompts=null")
+    )
+    red = next(item for item in items if item.location == "red {subject}")
+    assert red.prompt == "red backpack"
+    forms = {form: format_prompt(form, red, caption=lambda source: "a bag") for form in PROMPT_FORMS}
+    assert forms == {
+        "plan": "red backpack",
+        "location": "red",
+        "subject_location": "red backpack",
+        "caption_location": "a bag red",
+    }
