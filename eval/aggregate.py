@@ -81,5 +81,5 @@ def metric_columns(scores: pd.DataFrame, backbones: dict[str, list[str | None]])
     for image_metric, text_metric in backbones.values():
         columns += [image_metric, f"{image_metric}_all"]
         if text_metric:
-            columns.append(text_metric)
+            columns += [text_metric, f"{text_metric}_paper"]
     return [c for c in columns if c in scores]

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from monkey.eval.score_store import ORACLE
+from monkey.eval.scoring import AS_STORED
 from monkey.eval.tables import dataset_label
 from PIL import Image
 
@@ -32,7 +33,7 @@ def pick_items(items: pd.DataFrame, columns: int) -> list[str]:
 
 
 def thumbnail(path: str | Path, size: int) -> Image.Image:
-    image = load_rgb(path)
+    image = load_rgb(path, AS_STORED)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     return image
 

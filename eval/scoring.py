@@ -5,6 +5,8 @@ Per generated image and image backbone (metric m):
     m_all    mean cosine(generated, every reference image of the subject)  (the source included)
 Per text backbone (metric t):
     t        cosine(generated, the exact prompt stored in its manifest row)
+    t_paper  cosine(generated, the row's `paper_clip_t_prompt`), only for preset=paper rows: the text
+             the paper scored CLIP-T against, to reproduce its number beside the fair one
 The oracle row of an item (method `oracle`) scores the real source photo instead: m_all against the
 subject's *other* photos (None when the subject has one photo), t against the plan's prompt, m empty.
 
@@ -29,12 +31,15 @@ from omegaconf import DictConfig, OmegaConf
 from monkey.datasets.base import load_sources
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import file_sha256, stable_hash, to_plain
-from monkey.images import load_rgb
+from monkey.images import ImageOptions, load_rgb
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
 
 REFERENCE_MODES = ("all", "source")
+# Metrics see an image as its file holds it (EXIF applied, RGB), not the dataset's square fit: the
+# backbone's own preprocessing resizes and crops, and a tiny generated image is still scored.
+AS_STORED = ImageOptions(fit="none", min_side=1, max_side=1 << 15)
 CHUNK = 256  # records written per chunk: a killed evaluation resumes from the last chunk
 ROW_FIELDS = (
     "method",
@@ -54,7 +59,9 @@ ROW_FIELDS = (
     "image",
     "source_path",
     "config_hash",
+    "paper_clip_t_prompt",
 )
+PAPER_SUFFIX = "_paper"  # <text metric>_paper: against the row's paper_clip_t_prompt (preset=paper rows only)
 
 
 def eval_settings(eval_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +127,10 @@ def reference_paths(
     return {key: sorted(paths) for key, paths in refs.items() if key in needed}
 
 
+def paper_text(row: dict[str, Any]) -> bool:
+    return bool(row.get("paper_clip_t_prompt"))
+
+
 def dot(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine of two unit fp32 embeddings, correctly rounded: float32 products are exact in float64 and
     fsum adds them exactly, so a score never depends on memory alignment or batch (BLAS paths do)."""
@@ -154,7 +165,7 @@ class Scorer:
         return keys
 
     def _load(self, key: str):
-        return load_rgb(self.by_hash[key])
+        return load_rgb(self.by_hash[key], AS_STORED)
 
     def embed(self, cache: EmbeddingCache, paths: list[str], desc: str) -> dict[str, torch.Tensor]:
         """path -> [D]."""
@@ -170,13 +181,16 @@ class Scorer:
             spec = backbone.spec
             real = self.embed(cache, ref_paths, "references")
             generated = self.embed(cache, images, "generated")
-            texts = cache.texts(sorted({row["prompt"] for row in rows})) if backbone.has_text else {}
+            prompts = {row["prompt"] for row in rows} | {row["paper_clip_t_prompt"] for row in rows if paper_text(row)}
+            texts = cache.texts(sorted(prompts)) if backbone.has_text else {}
             for out, row, image in zip(scores, rows, images, strict=True):
                 g = generated[image]  # [D]
                 out[spec.image_metric] = dot(g, real[row["source_path"]])
                 out[f"{spec.image_metric}_all"] = mean_dot([real[p] for p in refs[(row["dataset"], row["subject"])]], g)
                 if spec.text_metric:
                     out[spec.text_metric] = dot(g, texts[row["prompt"]])
+                    if paper_text(row):  # the paper's CLIP-T convention, beside the fair one
+                        out[spec.text_metric + PAPER_SUFFIX] = dot(g, texts[row["paper_clip_t_prompt"]])
         return scores
 
     def score_oracle(self, rows: list[dict[str, Any]], refs: dict) -> list[dict[str, float | None]]:
@@ -233,6 +247,7 @@ def evaluate_run(
             "source_sha256": hashes(row["source_path"]),
             "refs_key": refs_keys[(row["dataset"], row["subject"])],
             "prompt": row["prompt"] if method != ORACLE else row["plan_prompt"],
+            "paper_clip_t_prompt": row.get("paper_clip_t_prompt") if method != ORACLE else None,
         }
 
     def current(record: dict[str, Any] | None, expected: dict[str, Any]) -> bool:

@@ -55,8 +55,11 @@ def fake_image(item: WorkItem, method: str, size: int = 64) -> Image.Image:
     return Image.fromarray((weight * source + (1 - weight) * noise).astype(np.uint8))
 
 
-def fake_generate(run_dir: Path, items: list[WorkItem], method: str, prompt_suffix: str = "") -> None:
-    """Write images and manifest rows for `items` as `method`, the way monkey.runner does."""
+def fake_generate(
+    run_dir: Path, items: list[WorkItem], method: str, prompt_suffix: str = "", paper_location: bool = False
+) -> None:
+    """Write images and manifest rows for `items` as `method`, the way monkey.runner does; with
+    `paper_location`, rows also carry the paper preset's CLIP-T text (the location alone)."""
     store = RunStore(run_dir)
     with store.writer(method, f"test-{time.monotonic_ns()}") as writer:
         for index, item in enumerate(items):
@@ -81,5 +84,6 @@ def fake_generate(run_dir: Path, items: list[WorkItem], method: str, prompt_suff
                     "device": "cpu",
                     "dtype": "float32",
                     "origin": "generated",
+                    **({"paper_clip_t_prompt": item.location} if paper_location else {}),
                 }
             )

@@ -48,7 +48,7 @@ def dino_pixels(path) -> torch.Tensor:
 def test_scores_equal_direct_backbone_calls(tmp_path, eval_cfg, dataset):
     run_dir = tmp_path / "run"
     items = plan_items(dataset, prompts=1)  # alpha (two photos) and beta (one)
-    fake_generate(run_dir, items, "m")
+    fake_generate(run_dir, items, "m", paper_location=True)
     evaluate_run(run_dir, eval_cfg, dataset)
     scores = ScoreSet(run_dir, "tiny")
     spec = to_plain(eval_cfg.backbones)
@@ -93,6 +93,8 @@ def test_scores_equal_direct_backbone_calls(tmp_path, eval_cfg, dataset):
                 cosine(image(generated), image(item.source.image_path)), abs=1e-5
             )
             assert record["scores"]["clip_t"] == pytest.approx(cosine(image(generated), text), abs=1e-5)
+            location = clip_model.encode_text(tokenizer([item.location]))[0]  # the paper preset's CLIP-T text
+            assert record["scores"]["clip_t_paper"] == pytest.approx(cosine(image(generated), location), abs=1e-5)
 
             oracle = scores.read(ORACLE, item.item_id)
             others = [ref for ref in refs if ref != item.source.image_path]
