@@ -13,7 +13,8 @@ Conventions (issue 4, the paper's reference code):
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +235,20 @@ def load_open_clip(spec: BackboneSpec, device: torch.device, batch_size: int) ->
 
 
 LOADERS = {"timm": load_timm, "open_clip": load_open_clip}
+
+
+@contextmanager
+def root_logging_at(level: int) -> Iterator[None]:
+    """open_clip logs every loading step on the root logger (INFO under Hydra): keep it to warnings."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
+
+
 _LOADED: dict[str, Backbone] = {}
 
 
@@ -252,7 +267,8 @@ def load_backbone(spec: BackboneSpec, device: str = "auto", batch_size: int = 32
     memo = f"{spec.identity}|{spec.image_metric}|{spec.text_metric}|{torch_device}"
     if memo not in _LOADED:
         log.info("loading metric backbone %s (%s %s)", spec.key, spec.kind, spec.model_name)
-        _LOADED[memo] = LOADERS[spec.kind](spec, torch_device, batch_size)
+        with root_logging_at(logging.WARNING):
+            _LOADED[memo] = LOADERS[spec.kind](spec, torch_device, batch_size)
     backbone = _LOADED[memo]
     backbone.batch_size = batch_size
     return backbone

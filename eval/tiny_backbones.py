@@ -10,10 +10,12 @@ Files go to `$MONKEY_CACHE/tiny-eval/<hash>/`, keyed by everything that decides 
 """
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from monkey.eval.backbones import root_logging_at
 from safetensors.torch import save
 
 from monkey.atomic import atomic_write_bytes
@@ -65,6 +67,7 @@ def materialize_tiny_open_clip(model_cfg: dict[str, Any], seed: int = 0) -> tupl
         open_clip.add_model_config(config_path)
     if not weights.is_file():
         torch.manual_seed(seed)
-        model = open_clip.create_model(name, pretrained=None)
+        with root_logging_at(logging.ERROR):  # "no pretrained weights loaded": random on purpose
+            model = open_clip.create_model(name, pretrained=None)
         atomic_write_bytes(weights, _state_bytes(model))
     return name, weights
