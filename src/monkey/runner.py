@@ -7,7 +7,6 @@ rather than silently mixing two configs in one table.
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from monkey.errors import RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import RUNTIME_ONLY_KEYS, GenerationRequest, Method, build_method
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
-from monkey.plan import WorkItem, build_plan, shard_items
+from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import load_prompt_set
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_OK, RunStore
@@ -81,9 +80,12 @@ def check_conflicts(store: RunStore, label: str, config_hash: str, config: dict,
             )
 
 
-def batched(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def shard_work(cfg: DictConfig, plan: list[WorkItem]) -> tuple[int, int, list[list[WorkItem]]]:
+    """(shard, num_shards, this shard's batches): whole batches of the plan, so a sharded run groups
+    every item with the same neighbours as a one-process run (and gives the same pixels)."""
+    shard, num_shards = resolve_shard(cfg)
+    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
+    return shard, num_shards, shard_batches(plan, batch_size, shard, num_shards)
 
 
 @dataclass
@@ -96,8 +98,8 @@ class GenerateSummary:
 def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     plan = plan_from_config(cfg)
     plan_index = {item.item_id: index for index, item in enumerate(plan)}
-    shard, num_shards = resolve_shard(cfg)
-    mine = shard_items(plan, shard, num_shards)
+    shard, num_shards, my_batches = shard_work(cfg, plan)
+    mine = [item for batch in my_batches for item in batch]
     runtime = resolve_runtime(profile_from_config(cfg.model), cfg.runtime.device, cfg.runtime.dtype)
     label = cfg.method.name
     config = generation_config(cfg, runtime)
@@ -106,7 +108,8 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     store.register_config(label, config_hash, config)
     done = store.finished(label)
     check_conflicts(store, label, config_hash, config, done, mine)
-    todo = [item for item in mine if item.item_id not in done]
+    todo_batches = [todo for batch in my_batches if (todo := [i for i in batch if i.item_id not in done])]
+    todo = [item for batch in todo_batches for item in batch]
     log.info(
         "%s: %d items in shard %d/%d, %d finished, %d to generate -> %s",
         label,
@@ -120,7 +123,6 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     if not todo:
         return GenerateSummary(len(mine), len(mine), 0)
     method = build_method(cfg.method, runtime)
-    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
     context = {
         "config_hash": config_hash,
@@ -135,7 +137,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
             total=len(mine), initial=len(mine) - len(todo), desc=f"{label} [{shard + 1}/{num_shards}]", unit="img"
         ) as progress,
     ):
-        for batch in batched(todo, batch_size):
+        for batch in todo_batches:
             generate_batch(method, batch, cfg, store, writer, label, context, plan_index)
             progress.update(len(batch))
     return GenerateSummary(len(mine), len(mine) - len(todo), len(todo))
