@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import MonkeyError
+from monkey.shards import shard_label
 from monkey.stages import run_stages
 
 log = logging.getLogger("monkey")
@@ -29,6 +30,8 @@ def run_key(method_name: str, override_dirname: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.run_key"):
         OmegaConf.register_new_resolver("monkey.run_key", run_key)
+    if not OmegaConf.has_resolver("monkey.shard_label"):
+        OmegaConf.register_new_resolver("monkey.shard_label", shard_label)
 
 
 register_resolvers()
