@@ -21,10 +21,10 @@ from slurm_cluster import SlurmCluster, free_port, missing_programs
 
 from monkey.store import RunStore, read_manifest_file
 
-# 6 items per method, one per batch: shards split 3 | 3 inside the second subject's prompts, and a
-# preempted job can stop between any two items (which items share a batch changes float rounding;
-# tests/test_shards.py shows shards and resumes never regroup a batch)
-PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=1", *QUICK)
+# 6 items per method in 3 batches of 2. Shards are whole batches: shard 0 gets items 0-1, shard 1
+# items 2-5 (cutting at item 3 would split a batch, and batch neighbours change float rounding).
+PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=2", *QUICK)
+SHARD_ITEMS = {0: [0, 1], 1: [2, 3, 4, 5]}  # plan indices
 METHODS = ("ip_adapter_0.5", "ip_adapter_1.0")
 RUN_KEY = ",".join(sorted(o for o in PLAN if "batch_size" not in o))  # run folder name: batch size left out
 
@@ -75,7 +75,7 @@ def assert_two_shards_wrote_apart(folder: Path, method: str) -> None:
     for shard in (0, 1):
         label = f"shard-{shard}-of-2"
         manifest = folder / "manifest" / f"{method}--shard-{shard:03d}-of-002.jsonl"
-        assert sorted(row["plan_index"] for row in read_manifest_file(manifest)) == [3 * shard + k for k in range(3)]
+        assert sorted(row["plan_index"] for row in read_manifest_file(manifest)) == SHARD_ITEMS[shard]
         assert (folder / ".hydra" / label / "config.yaml").is_file()
         log = (folder / f"{label}.log").read_text()
         assert f"in shard {shard}/2" in log and f"in shard {1 - shard}/2" not in log

@@ -7,6 +7,7 @@ rather than silently mixing two configs in one table.
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,10 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     store.register_config(label, config_hash, config)
     done = store.finished(label)
     check_conflicts(store, label, config_hash, config, done, mine)
-    todo_batches = [todo for batch in my_batches if (todo := [i for i in batch if i.item_id not in done])]
-    todo = [item for batch in todo_batches for item in batch]
+    # A batch cut short (killed between its rows) is generated whole again, since its neighbours
+    # change float rounding, and only its missing items are written.
+    todo_batches = [batch for batch in my_batches if any(item.item_id not in done for item in batch)]
+    todo = [item for batch in todo_batches for item in batch if item.item_id not in done]
     log.info(
         "%s: %d items in shard %d/%d, %d finished, %d to generate -> %s",
         label,
@@ -138,8 +141,8 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         ) as progress,
     ):
         for batch in todo_batches:
-            generate_batch(method, batch, cfg, store, writer, label, context, plan_index)
-            progress.update(len(batch))
+            generate_batch(method, batch, cfg, store, writer, label, context, plan_index, finished=done)
+            progress.update(sum(item.item_id not in done for item in batch))
     return GenerateSummary(len(mine), len(mine) - len(todo), len(todo))
 
 
@@ -152,7 +155,9 @@ def generate_batch(
     label: str,
     context: dict[str, Any],
     plan_index: dict[str, int],
+    finished: Collection[str] = (),
 ) -> None:
+    """Generate `batch` and store every result whose item is not already `finished`."""
     requests = [
         GenerationRequest(item, method.prompt_for(item), item.seed, cfg.generation.height, cfg.generation.width)
         for item in batch
@@ -164,6 +169,8 @@ def generate_batch(
         raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")
     for request, result in zip(requests, results, strict=True):
         item = request.item
+        if item.item_id in finished:
+            continue
         relpath = item.image_relpath(label)
         store.write_image(
             relpath,
