@@ -83,14 +83,12 @@ def build_plan(
         raise ConfigError(f"plan.pairing={pairing!r} is not allowed; choose one of {list(PAIRINGS)}")
     if seeds < 1:
         raise ConfigError(f"plan.seeds={seeds} must be >= 1")
-    locations = list(enumerate(prompts.locations))
-    if limit_prompts is not None:
-        if limit_prompts < 1:
-            raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
-        locations = locations[:limit_prompts]
+    if limit_prompts is not None and limit_prompts < 1:
+        raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
     rows = limit_sources(sources, limit_subjects)
     items: list[WorkItem] = []
     for row, source in enumerate(rows):
+        locations = list(enumerate(prompts.locations_for(source)))[:limit_prompts]  # live subjects: their list
         chosen = locations if pairing == "cross" else [locations[row % len(locations)]]
         for prompt_index, location in chosen:
             text = prompts.format(source, location)
