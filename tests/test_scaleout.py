@@ -25,7 +25,7 @@ from monkey.store import RunStore, read_manifest_file
 # items 2-5 (cutting at item 3 would split a batch, and batch neighbours change float rounding).
 PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=2", *QUICK)
 SHARD_ITEMS = {0: [0, 1], 1: [2, 3, 4, 5]}  # plan indices
-METHODS = ("ip_adapter_0.5", "ip_adapter_1.0")
+METHODS = ("ip_adapter_0.5", "ip_adapter_1.0", "masactrl")  # the demo's multirun
 RUN_KEY = ",".join(sorted(o for o in PLAN if "batch_size" not in o))  # run folder name: batch size left out
 
 
@@ -125,7 +125,7 @@ def test_slurm_shards_through_submitit_equal_one_process(slurm, single_process, 
     except AssertionError as err:
         raise AssertionError(f"{err}\n{job_logs(tmp_path)}\n{slurm.logs()}") from err
     jobs = sorted((tmp_path / "runs" / "demo" / ".submitit").glob("*_*/*_log.out"))
-    assert len(jobs) == 4  # 2 methods x 2 shards, one SLURM job each, each with its own log
+    assert len(jobs) == 2 * len(METHODS)  # methods x 2 shards, one SLURM job each, each with its own log
     assert all("Job completed successfully" in path.read_text() for path in jobs)
     for method, folder in run_folders(tmp_path).items():
         assert_same_run(folder, single_process[method])
