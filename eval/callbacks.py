@@ -21,9 +21,11 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if "report" not in (config.get("run") or {}).get("stages", []):
             return
-        from monkey.eval.stages import report_experiment
+        from monkey.eval.stages import peer_defers, report_experiment
 
         folder = Path(config.hydra.sweep.dir)
+        if peer_defers(folder):
+            return
         job_config = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
             report_experiment(job_config, folder)

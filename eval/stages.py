@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_stage(cfg: DictConfig, run_dir: Path) -> EvaluateSummary:
-    shard, num_shards = resolve_shard(cfg)
+    _, num_shards = resolve_shard(cfg)
     item_ids = None
-    if num_shards > 1:  # shards evaluated in parallel score disjoint items
-        from monkey.plan import shard_items
-        from monkey.runner import plan_from_config
+    if num_shards > 1:  # shards evaluated in parallel score disjoint items: the ones they generated
+        from monkey.runner import plan_from_config, shard_work
 
-        item_ids = {item.item_id for item in shard_items(plan_from_config(cfg), shard, num_shards)}
+        _, _, batches = shard_work(cfg, plan_from_config(cfg))
+        item_ids = {item.item_id for batch in batches for item in batch}
     summary = evaluate_run(run_dir, cfg.eval, cfg.dataset, item_ids)
     log.info(
         "evaluate: %d images, %d scored, %d oracle rows, forwards %s",
@@ -56,8 +56,28 @@ def report_experiment(cfg: DictConfig, folder: Path):
     )
 
 
+def launched_peer() -> int | None:
+    """WORLD_SIZE when this process is one of several started by accelerate/torchrun, else None."""
+    from monkey.shards import launch_rank
+
+    launched = launch_rank()
+    return launched[1] if launched is not None and launched[1] > 1 else None
+
+
+def peer_defers(folder: Path) -> bool:
+    """Peers of a multi-process launch finish at different times and share no barrier: none of them can
+    tell when the others are done, so none writes the report; the user runs it once afterwards."""
+    world = launched_peer()
+    if world is None:
+        return False
+    log.warning("report: one of %d launched processes; when all have finished run: monkey-report %s", world, folder)
+    return True
+
+
 def report_stage(cfg: DictConfig, run_dir: Path):
     if in_multirun_job():
         log.info("report: deferred to the end of the multirun (one report over every job's folder)")
+        return None
+    if peer_defers(experiment_dir(cfg)):
         return None
     return report_experiment(cfg, experiment_dir(cfg))

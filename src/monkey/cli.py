@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import MonkeyError
 from monkey.hashing import stable_hash
+from monkey.shards import shard_label
 from monkey.stages import run_stages
 
 log = logging.getLogger("monkey")
@@ -46,6 +47,8 @@ def flat_path(override: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.run_key"):
         OmegaConf.register_new_resolver("monkey.run_key", run_key)
+    if not OmegaConf.has_resolver("monkey.shard_label"):
+        OmegaConf.register_new_resolver("monkey.shard_label", shard_label)
 
 
 register_resolvers()

@@ -7,7 +7,7 @@ rather than silently mixing two configs in one table.
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import RUNTIME_ONLY_KEYS, GenerationRequest, Method, build_method
 from monkey.methods.presets import MethodSpec, format_prompt, method_spec
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
-from monkey.plan import WorkItem, build_plan, shard_items
+from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_OK, RunStore
@@ -87,9 +87,12 @@ def check_conflicts(store: RunStore, label: str, config_hash: str, config: dict,
             )
 
 
-def batched(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def shard_work(cfg: DictConfig, plan: list[WorkItem]) -> tuple[int, int, list[list[WorkItem]]]:
+    """(shard, num_shards, this shard's batches): whole batches of the plan, so a sharded run groups
+    every item with the same neighbours as a one-process run (and gives the same pixels)."""
+    shard, num_shards = resolve_shard(cfg)
+    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
+    return shard, num_shards, shard_batches(plan, batch_size, shard, num_shards)
 
 
 @dataclass
@@ -103,8 +106,8 @@ class GenerateSummary:
 def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     plan = plan_from_config(cfg)
     plan_index = {item.item_id: index for index, item in enumerate(plan)}
-    shard, num_shards = resolve_shard(cfg)
-    mine = shard_items(plan, shard, num_shards)
+    shard, num_shards, my_batches = shard_work(cfg, plan)
+    mine = [item for batch in my_batches for item in batch]
     spec = method_spec(cfg)
     runtime = resolve_runtime(profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype)
     label = spec.name
@@ -114,7 +117,10 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     store.register_config(label, config_hash, config)
     done = store.finished(label)
     check_conflicts(store, label, config_hash, config, done, mine)
-    todo = [item for item in mine if item.item_id not in done]
+    # A batch cut short (killed between its rows) is generated whole again, since its neighbours
+    # change float rounding, and only its missing items are written.
+    todo_batches = [batch for batch in my_batches if any(item.item_id not in done for item in batch)]
+    todo = [item for batch in todo_batches for item in batch if item.item_id not in done]
     log.info(
         "%s: %d items in shard %d/%d, %d finished, %d to generate -> %s",
         label,
@@ -128,7 +134,6 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     if not todo:
         return GenerateSummary(len(mine), len(mine), 0)
     method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
-    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
     gate, skips, unusable = ImageGate(bad_image_policy(cfg.dataset)), recorded_skips(store, label), 0
     context = {
@@ -145,15 +150,15 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
             total=len(mine), initial=len(mine) - len(todo), desc=f"{label} [{shard + 1}/{num_shards}]", unit="img"
         ) as progress,
     ):
-        for batch in batched(todo, batch_size):
+        for batch in todo_batches:
             usable, bad = gate.split(batch)
             for item, error in bad:
                 if skips.get(item.item_id) != str(error):
                     writer.append(skipped_row(item, error, label, context, plan_index[item.item_id]))
-            if usable:
-                generate_batch(method, usable, spec, store, writer, label, context, plan_index)
+            if any(item.item_id not in done for item in usable):
+                generate_batch(method, usable, spec, store, writer, label, context, plan_index, finished=done)
             unusable += len(bad)
-            progress.update(len(batch))
+            progress.update(sum(item.item_id not in done for item in batch))
     if unusable:
         log.warning(
             "%s: %d items skipped, their subject image is unusable (manifest rows: status skipped)", label, unusable
@@ -174,7 +179,9 @@ def generate_batch(
     label: str,
     context: dict[str, Any],
     plan_index: dict[str, int],
+    finished: Collection[str] = (),
 ) -> None:
+    """Generate `batch` and store every result whose item is not already `finished`."""
     requests = [
         GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
@@ -185,6 +192,8 @@ def generate_batch(
         raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")
     for request, result in zip(requests, results, strict=True):
         item = request.item
+        if item.item_id in finished:
+            continue
         relpath = item.image_relpath(label)
         store.write_image(
             relpath,
