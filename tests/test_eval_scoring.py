@@ -181,9 +181,8 @@ def test_evaluate_stage_scores_only_its_shard(tmp_path, make_config):
     from monkey.runner import plan_from_config
 
     run_dir = tmp_path / "run"
-    shards = [
-        make_config("plan.limit.subjects=2", "plan.limit.prompts=2", f"shard={k}", "num_shards=2") for k in (0, 1)
-    ]
+    limits = ("plan.limit.subjects=2", "plan.limit.prompts=2", "generation.batch_size=1")  # shards are whole batches
+    shards = [make_config(*limits, f"shard={k}", "num_shards=2") for k in (0, 1)]
     items = plan_from_config(shards[0])
     fake_generate(run_dir, items, shards[0].method.name)
     first = evaluate_stage(shards[0], run_dir)
