@@ -222,7 +222,8 @@ def test_magic_from_a_csv_of_image_paths_and_from_the_config(tmp_path, magic_exp
 
 def test_magic_runs_from_the_command_line_into_a_flat_run_folder(tmp_path, magic_exports):
     root, _ = magic_exports
-    overrides = ["hydra.mode=RUN", "dataset=magic", f"dataset.path={root / 'mtg.parquet'}", "plan.limit.subjects=1"]
+    overrides = ["hydra.mode=RUN", "run.stages=[generate]", "dataset=magic", f"dataset.path={root / 'mtg.parquet'}"]
+    overrides.append("plan.limit.subjects=1")
     command = [str(Path(sys.executable).parent / "monkey-bench"), *overrides, "plan.limit.prompts=1", *QUICK]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert result.returncode == 0, result.stderr

@@ -17,6 +17,7 @@ from subprocess import PIPE
 
 import pytest
 from helpers import QUICK, image_bytes, manifest_line_count, stable_rows
+from monkey.eval.score_store import ScoreSet
 from slurm_cluster import SlurmCluster, free_port, missing_programs
 
 from monkey.store import RunStore, read_manifest_file
@@ -25,7 +26,7 @@ from monkey.store import RunStore, read_manifest_file
 # items 2-5 (cutting at item 3 would split a batch, and batch neighbours change float rounding).
 PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=2", *QUICK)
 SHARD_ITEMS = {0: [0, 1], 1: [2, 3, 4, 5]}  # plan indices
-METHODS = ("ip_adapter_0.5", "ip_adapter_1.0", "masactrl")  # the demo's multirun
+METHODS = ("ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "text_only")  # the demo's multirun
 RUN_KEY = ",".join(sorted(o for o in PLAN if "batch_size" not in o))  # run folder name: batch size left out
 
 
@@ -92,6 +93,19 @@ def test_accelerate_launch_two_processes_equal_one_process(single_process, tmp_p
     for method, folder in run_folders(tmp_path).items():
         assert_same_run(folder, single_process[method])
         assert_two_shards_wrote_apart(folder, method)
+        assert_same_scores(folder, single_process[method])
+    # the peers share no barrier, so neither writes the report (the single process did, after its sweep)
+    assert not (tmp_path / "runs" / "demo" / "report").exists()
+    assert (single_process["text_only"].parent / "report" / "table1.csv").is_file()
+
+
+def assert_same_scores(folder: Path, reference: Path) -> None:
+    """Two shards scored one folder concurrently: every item once, as one process scores it (up to the
+    float noise of other batch neighbours in the metric backbones)."""
+    scores, expected = ({r["item_id"]: r["scores"] for r in ScoreSet(f, "tiny").records()} for f in (folder, reference))
+    assert scores.keys() == expected.keys()
+    for item_id, values in expected.items():
+        assert scores[item_id] == pytest.approx(values, abs=1e-5)
 
 
 MISSING = missing_programs()
@@ -142,7 +156,7 @@ def test_preempted_slurm_job_is_requeued_and_resumes(slurm, single_process, tmp_
     """SIGUSR2 is how SLURM warns a job of preemption or its time limit (submitit asks for it): submitit
     requeues the job, which reruns the Hydra job, which skips what the first attempt finished."""
     launcher = subprocess.Popen(
-        submit(slurm, "method=ip_adapter_1.0"),
+        submit(slurm, "method=ip_adapter_1.0", "run.stages=[generate]"),  # its log ends with the requeue
         cwd=tmp_path,
         env=environment(SLURM_CONF=slurm.env["SLURM_CONF"]),
         stdout=subprocess.DEVNULL,

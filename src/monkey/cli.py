@@ -21,10 +21,17 @@ from monkey.stages import run_stages
 log = logging.getLogger("monkey")
 
 
+# Overrides that never change an image stay out of a run folder's name: the method (already its
+# first part), and the scoring and logging groups (their results live inside the folder, by name).
+NOT_IN_FOLDER_NAME = ("method=", "eval=", "eval.", "logger=", "logger.")
+
+
 def run_key(method_name: str, override_dirname: str) -> str:
     """A run folder's name: the method label plus any other command-line overrides, so the same
     command always lands in (and resumes) the same folder, in single runs and multiruns alike."""
-    extra = [flat_path(part) for part in override_dirname.split(",") if part and not part.startswith("method=")]
+    extra = [
+        flat_path(part) for part in override_dirname.split(",") if part and not part.startswith(NOT_IN_FOLDER_NAME)
+    ]
     return ",".join([method_name, *extra])
 
 
