@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import QUICK, image_bytes, manifest_line_count, stable_rows
+from helpers import QUICK, QUICK_SIZE, image_bytes, manifest_line_count, stable_rows
 
 SMALL = ("plan.limit.subjects=2", "plan.limit.prompts=2", *QUICK)
+GENERATE_ONLY = "run.stages=[generate]"  # these tests are about generation; tests/test_eval_cli.py runs all stages
 
 
 def command() -> list[str]:
@@ -25,7 +26,7 @@ def run_cli(cwd: Path, *overrides: str, timeout: int = 300) -> subprocess.Comple
 
 
 def test_single_run_writes_images_and_manifest(tmp_path):
-    result = run_cli(tmp_path, "hydra.mode=RUN", *SMALL)
+    result = run_cli(tmp_path, "hydra.mode=RUN", GENERATE_ONLY, *SMALL)
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "demo" / ("ip_adapter_1.0," + ",".join(sorted(SMALL)))
     assert len(image_bytes(run_dir)) == 4
@@ -39,17 +40,24 @@ def test_single_run_writes_images_and_manifest(tmp_path):
 
 
 def test_demo_multirun_makes_one_folder_per_method(tmp_path):
-    # no step override: the sweep's methods have different step keys (MONKEY: initial/final_steps)
-    result = run_cli(
-        tmp_path, "plan.limit.subjects=1", "plan.limit.prompts=1", "generation.height=64", "generation.width=64"
-    )
+    # no step override: the methods name their steps differently (MONKEY: initial_steps/final_steps)
+    result = run_cli(tmp_path, GENERATE_ONLY, "plan.limit.subjects=1", "plan.limit.prompts=1", *QUICK_SIZE)
     assert result.returncode == 0, result.stderr
     folders = sorted(p.name.split(",")[0] for p in (tmp_path / "runs" / "demo").iterdir() if p.is_dir())
-    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0", "monkey"]
+    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "monkey", "text_only"]
 
 
 def test_killed_run_resumes_to_the_same_manifest(tmp_path):
-    overrides = ("hydra.mode=RUN", "plan.limit.subjects=3", "plan.limit.prompts=4", *QUICK)
+    # one item per batch: a resumed run groups items into other batches, and batched float sums
+    # differ from single ones by rounding (<= 1 uint8 level), which an exact byte comparison would see
+    overrides = (
+        "hydra.mode=RUN",
+        GENERATE_ONLY,
+        "plan.limit.subjects=3",
+        "plan.limit.prompts=4",
+        "generation.batch_size=1",
+        *QUICK,
+    )
     reference = tmp_path / "reference"
     reference.mkdir()
     assert run_cli(reference, *overrides).returncode == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import image_bytes
 from PIL import Image
-from test_cli import run_cli
+from test_cli import GENERATE_ONLY, run_cli
 
 from monkey.errors import ConfigError
 from monkey.methods.base import build_method
@@ -59,6 +59,7 @@ def test_cli_sweeps_a_monkey_knob_into_one_folder_per_value(tmp_path):
     result = run_cli(
         tmp_path,
         "-m",
+        GENERATE_ONLY,
         "method=monkey",
         "method.token=0,3",
         "plan.limit.subjects=1",

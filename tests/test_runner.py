@@ -9,6 +9,7 @@ from monkey.baselines.ip_adapter import IPAdapterMethod
 from monkey.errors import DataError, RunFolderError
 from monkey.paths import bundled_dreambooth_root
 from monkey.runner import generate_stage
+from monkey.store import ManifestWriter, RunStore
 
 PLAN = ("plan.limit.subjects=2", "plan.limit.prompts=3", "generation.batch_size=2", *QUICK)
 
@@ -66,3 +67,37 @@ def test_unreadable_image_names_the_file_and_keeps_finished_items(make_config, t
     with pytest.raises(DataError, match=r"backpack_dog/00\.jpg"):
         generate_stage(cfg, run_dir)
     assert manifest_line_count(run_dir) == 3  # the first subject's three items were kept
+
+
+def test_batch_cut_short_is_generated_whole_again(make_config, tmp_path, monkeypatch):
+    """Killed between two rows of one batch: the rerun regenerates that batch with all its items (its
+    neighbours change float rounding), writes only the missing ones, and matches an unbroken run."""
+    cfg = make_config("plan.limit.subjects=2", "plan.limit.prompts=3", "generation.batch_size=3", *QUICK)
+    reference = tmp_path / "reference"
+    generate_stage(cfg, reference)
+    original_append = ManifestWriter.append
+
+    def die_on_second_row(self, row):
+        if manifest_line_count(resumed) == 1:
+            raise Interrupted
+        original_append(self, row)
+
+    resumed = tmp_path / "resumed"
+    monkeypatch.setattr(ManifestWriter, "append", die_on_second_row)
+    with pytest.raises(Interrupted):
+        generate_stage(cfg, resumed)
+    assert manifest_line_count(resumed) == 1
+    (row,) = RunStore(resumed).rows()
+    kept = resumed / row["image"]  # (the second image is in place too, but has no row: not finished)
+    mtime = kept.stat().st_mtime_ns
+
+    calls = []
+    original_generate = IPAdapterMethod.generate
+    monkeypatch.setattr(ManifestWriter, "append", original_append)
+    monkeypatch.setattr(IPAdapterMethod, "generate", lambda self, r: calls.append(len(r)) or original_generate(self, r))
+    summary = generate_stage(cfg, resumed)
+    assert (summary.skipped, summary.generated) == (1, 5)
+    assert calls == [3, 3]  # the cut batch whole, then the next one
+    assert kept.stat().st_mtime_ns == mtime and manifest_line_count(resumed) == 6
+    assert stable_rows(resumed) == stable_rows(reference)
+    assert image_bytes(resumed) == image_bytes(reference)

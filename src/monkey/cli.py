@@ -14,21 +14,41 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import MonkeyError
+from monkey.hashing import stable_hash
+from monkey.shards import shard_label
 from monkey.stages import run_stages
 
 log = logging.getLogger("monkey")
 
 
+# Overrides that never change an image stay out of a run folder's name: the method (already its
+# first part), and the scoring and logging groups (their results live inside the folder, by name).
+NOT_IN_FOLDER_NAME = ("method=", "eval=", "eval.", "logger=", "logger.")
+
+
 def run_key(method_name: str, override_dirname: str) -> str:
     """A run folder's name: the method label plus any other command-line overrides, so the same
     command always lands in (and resumes) the same folder, in single runs and multiruns alike."""
-    extra = [part for part in override_dirname.split(",") if part and not part.startswith("method=")]
+    extra = [
+        flat_path(part) for part in override_dirname.split(",") if part and not part.startswith(NOT_IN_FOLDER_NAME)
+    ]
     return ",".join([method_name, *extra])
+
+
+def flat_path(override: str) -> str:
+    """`dataset.path=/data/mtg.parquet` -> `dataset.path=mtg.parquet-<hash8>`: a path value keeps the
+    run folder one level deep (no nested folders) and still tells two paths apart."""
+    key, sep, value = override.partition("=")
+    if not sep or "/" not in value:
+        return override
+    return f"{key}={Path(value.rstrip('/')).name}-{stable_hash(value, 8)}"
 
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.run_key"):
         OmegaConf.register_new_resolver("monkey.run_key", run_key)
+    if not OmegaConf.has_resolver("monkey.shard_label"):
+        OmegaConf.register_new_resolver("monkey.shard_label", shard_label)
 
 
 register_resolvers()

@@ -5,14 +5,16 @@ noise for the same work item.
 """
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.prompts import PromptSet
 
 PAIRINGS = ("cross", "cycle")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,12 @@ def build_plan(
         raise ConfigError(f"plan.pairing={pairing!r} is not allowed; choose one of {list(PAIRINGS)}")
     if seeds < 1:
         raise ConfigError(f"plan.seeds={seeds} must be >= 1")
-    locations = list(enumerate(prompts.locations))
-    if limit_prompts is not None:
-        if limit_prompts < 1:
-            raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
-        locations = locations[:limit_prompts]
+    if limit_prompts is not None and limit_prompts < 1:
+        raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
     rows = limit_sources(sources, limit_subjects)
     items: list[WorkItem] = []
     for row, source in enumerate(rows):
+        locations = list(enumerate(prompts.locations_for(source)))[:limit_prompts]  # live subjects: their list
         chosen = locations if pairing == "cross" else [locations[row % len(locations)]]
         for prompt_index, location in chosen:
             text = prompts.format(source, location)
@@ -98,7 +98,7 @@ def build_plan(
     return items
 
 
-def shard_items(items: list[WorkItem], shard: int, num_shards: int) -> list[WorkItem]:
+def shard_items(items: Sequence[T], shard: int, num_shards: int) -> list[T]:
     """Contiguous, balanced blocks: shard k gets items [k*N//n, (k+1)*N//n).
 
     Contiguous keeps a subject's items together, so per-subject work (image embeddings) is done
@@ -107,4 +107,20 @@ def shard_items(items: list[WorkItem], shard: int, num_shards: int) -> list[Work
     if num_shards < 1 or not 0 <= shard < num_shards:
         raise ConfigError(f"shard={shard} must lie in [0, num_shards={num_shards})")
     count = len(items)
-    return items[shard * count // num_shards : (shard + 1) * count // num_shards]
+    return list(items[shard * count // num_shards : (shard + 1) * count // num_shards])
+
+
+def plan_batches(items: Sequence[WorkItem], batch_size: int) -> list[list[WorkItem]]:
+    """The plan cut into consecutive batches, fixed by the plan alone.
+
+    Which items share a batch changes float rounding (hence pixels), so every shard, every resumed
+    run and a one-process run must group each item with the same neighbours.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be at least 1 (generation.batch_size, method.batch_size)")
+    return [list(items[start : start + batch_size]) for start in range(0, len(items), batch_size)]
+
+
+def shard_batches(items: Sequence[WorkItem], batch_size: int, shard: int, num_shards: int) -> list[list[WorkItem]]:
+    """This shard's batches: contiguous balanced blocks of whole batches, so no shard splits a batch."""
+    return shard_items(plan_batches(items, batch_size), shard, num_shards)

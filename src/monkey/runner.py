@@ -7,21 +7,23 @@ rather than silently mixing two configs in one table.
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from monkey.datasets.base import load_sources
-from monkey.errors import RunFolderError
+from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
+from monkey.datasets.base import bad_image_policy, image_options, load_sources
+from monkey.errors import DataError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import RUNTIME_ONLY_KEYS, GenerationRequest, Method, build_method
+from monkey.methods.presets import MethodSpec, format_prompt, method_spec
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
-from monkey.plan import WorkItem, build_plan, shard_items
-from monkey.prompts import load_prompt_set
+from monkey.plan import WorkItem, build_plan, shard_batches
+from monkey.prompts import prompt_set_from_config
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_OK, RunStore
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def plan_from_config(cfg: DictConfig) -> list[WorkItem]:
     sources = load_sources(cfg.dataset)
-    prompts = load_prompt_set(**to_plain(cfg.prompts))
+    prompts = prompt_set_from_config(cfg.prompts)
     return build_plan(
         sources,
         prompts,
@@ -42,15 +44,19 @@ def plan_from_config(cfg: DictConfig) -> list[WorkItem]:
     )
 
 
-def generation_config(cfg: DictConfig, runtime: Runtime) -> dict[str, Any]:
-    """Everything that decides what an image looks like, and nothing that does not."""
-    method = {k: v for k, v in to_plain(cfg.method).items() if k not in RUNTIME_ONLY_KEYS}
+def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None = None) -> dict[str, Any]:
+    """Everything that decides what an image looks like, and nothing that does not: the method's
+    knobs after the preset, the model it actually runs on, the size and the preset."""
+    spec = spec or method_spec(cfg)
+    method = {k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}
     return {
-        "method_target": cfg.method._target_,
+        "method_target": spec.method["_target_"],
         "method": method,
-        "model": to_plain(cfg.model),
-        "size": [cfg.generation.height, cfg.generation.width],
+        "model": spec.model,
+        "size": [spec.height, spec.width],
+        "subject_image": asdict(image_options(cfg.dataset)),  # fit/min/max change what the method sees
         "dtype": str(runtime.dtype).removeprefix("torch."),
+        "preset": spec.describe(),
     }
 
 
@@ -81,9 +87,12 @@ def check_conflicts(store: RunStore, label: str, config_hash: str, config: dict,
             )
 
 
-def batched(items: Sequence[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+def shard_work(cfg: DictConfig, plan: list[WorkItem]) -> tuple[int, int, list[list[WorkItem]]]:
+    """(shard, num_shards, this shard's batches): whole batches of the plan, so a sharded run groups
+    every item with the same neighbours as a one-process run (and gives the same pixels)."""
+    shard, num_shards = resolve_shard(cfg)
+    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
+    return shard, num_shards, shard_batches(plan, batch_size, shard, num_shards)
 
 
 @dataclass
@@ -91,22 +100,27 @@ class GenerateSummary:
     planned: int  # items in this shard
     skipped: int  # already finished before this call
     generated: int
+    unusable: int = 0  # items not generated because their subject image is unusable (on_bad_image=skip)
 
 
 def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     plan = plan_from_config(cfg)
     plan_index = {item.item_id: index for index, item in enumerate(plan)}
-    shard, num_shards = resolve_shard(cfg)
-    mine = shard_items(plan, shard, num_shards)
-    runtime = resolve_runtime(profile_from_config(cfg.model), cfg.runtime.device, cfg.runtime.dtype)
-    label = cfg.method.name
-    config = generation_config(cfg, runtime)
+    shard, num_shards, my_batches = shard_work(cfg, plan)
+    mine = [item for batch in my_batches for item in batch]
+    spec = method_spec(cfg)
+    runtime = resolve_runtime(profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype)
+    label = spec.name
+    config = generation_config(cfg, runtime, spec)
     config_hash = stable_hash(config)
     store = RunStore(run_dir)
     store.register_config(label, config_hash, config)
     done = store.finished(label)
     check_conflicts(store, label, config_hash, config, done, mine)
-    todo = [item for item in mine if item.item_id not in done]
+    # A batch cut short (killed between its rows) is generated whole again, since its neighbours
+    # change float rounding, and only its missing items are written.
+    todo_batches = [batch for batch in my_batches if any(item.item_id not in done for item in batch)]
+    todo = [item for batch in todo_batches for item in batch if item.item_id not in done]
     log.info(
         "%s: %d items in shard %d/%d, %d finished, %d to generate -> %s",
         label,
@@ -119,15 +133,16 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     )
     if not todo:
         return GenerateSummary(len(mine), len(mine), 0)
-    method = build_method(cfg.method, runtime)
-    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
+    method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
+    gate, skips, unusable = ImageGate(bad_image_policy(cfg.dataset)), recorded_skips(store, label), 0
     context = {
         "config_hash": config_hash,
         "writer": writer_id,
         "device": str(runtime.device),
         "dtype": config["dtype"],
         "origin": "generated",
+        "preset": spec.preset,
     }
     with (
         store.writer(label, writer_id) as writer,
@@ -135,25 +150,40 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
             total=len(mine), initial=len(mine) - len(todo), desc=f"{label} [{shard + 1}/{num_shards}]", unit="img"
         ) as progress,
     ):
-        for batch in batched(todo, batch_size):
-            generate_batch(method, batch, cfg, store, writer, label, context, plan_index)
-            progress.update(len(batch))
-    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo))
+        for batch in todo_batches:
+            usable, bad = gate.split(batch)
+            for item, error in bad:
+                if skips.get(item.item_id) != str(error):
+                    writer.append(skipped_row(item, error, label, context, plan_index[item.item_id]))
+            if any(item.item_id not in done for item in usable):
+                generate_batch(method, usable, spec, store, writer, label, context, plan_index, finished=done)
+            unusable += len(bad)
+            progress.update(sum(item.item_id not in done for item in batch))
+    if unusable:
+        log.warning(
+            "%s: %d items skipped, their subject image is unusable (manifest rows: status skipped)", label, unusable
+        )
+    if unusable and unusable == len(mine):
+        raise DataError(
+            f"no usable subject image among the {unusable} items of this run; skipped ones are in {run_dir}"
+        )
+    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable, unusable)
 
 
 def generate_batch(
     method: Method,
     batch: list[WorkItem],
-    cfg: DictConfig,
+    spec: MethodSpec,
     store: RunStore,
     writer: Any,
     label: str,
     context: dict[str, Any],
     plan_index: dict[str, int],
+    finished: Collection[str] = (),
 ) -> None:
+    """Generate `batch` and store every result whose item is not already `finished`."""
     requests = [
-        GenerationRequest(item, method.prompt_for(item), item.seed, cfg.generation.height, cfg.generation.width)
-        for item in batch
+        GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
     start = time.perf_counter()
     results = method.generate(requests)
@@ -162,6 +192,8 @@ def generate_batch(
         raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")
     for request, result in zip(requests, results, strict=True):
         item = request.item
+        if item.item_id in finished:
+            continue
         relpath = item.image_relpath(label)
         store.write_image(
             relpath,
@@ -183,6 +215,7 @@ def generate_batch(
                 **context,
                 "method": label,
                 "prompt": request.prompt,
+                "generation_seed": request.seed,
                 "height": request.height,
                 "width": request.width,
                 "image": relpath,
@@ -192,8 +225,17 @@ def generate_batch(
                 "timings": {"batch_s": round(elapsed, 4), "item_s": round(elapsed / len(requests), 4)},
                 "plan_index": plan_index[item.item_id],
                 "created": time.time(),
+                **paper_clip_t_prompt(spec, method, item),
             }
         )
+
+
+def paper_clip_t_prompt(spec: MethodSpec, method: Method, item: WorkItem) -> dict[str, str]:
+    """Under preset=paper, the text the paper's own CLIP-T was scored against (its flaw 4), kept beside
+    `prompt` so an evaluator can reproduce that number on request; `prompt` stays the default."""
+    if spec.clip_t_prompt_form is None:
+        return {}
+    return {"paper_clip_t_prompt": format_prompt(spec.clip_t_prompt_form, item, method.caption_for)}
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from monkey.errors import ConfigError
 # name -> "module:function"; imported on use so a stage's heavy dependencies load only when needed
 STAGES: dict[str, str] = {
     "generate": "monkey.runner:generate_stage",
+    "evaluate": "monkey.eval.stages:evaluate_stage",
+    "report": "monkey.eval.stages:report_stage",
 }
 
 

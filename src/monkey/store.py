@@ -29,6 +29,7 @@ from monkey.errors import RunFolderError
 MANIFEST_DIR = "manifest"
 CONFIG_DIR = "configs"
 STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"  # not generated: the subject image is unusable (dataset.on_bad_image=skip)
 
 
 def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:

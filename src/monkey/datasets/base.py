@@ -1,16 +1,20 @@
 """The dataset row every other stage consumes, and the config entry point that builds the rows."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_method
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from monkey.errors import ConfigError, DataError
 from monkey.hashing import file_sha256, to_plain
-from monkey.images import load_rgb
+from monkey.images import DEFAULT_OPTIONS, ImageOptions, load_rgb
+
+# Keys every dataset config may hold; load_sources handles them, so loaders never see them.
+COMMON_KEYS = ("_target_", "image", "on_bad_image")
+BAD_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass(frozen=True)
@@ -24,20 +28,22 @@ class Source:
     class_name: str  # e.g. "stuffed animal"
     subject_word: str  # word(s) that enter the prompt, e.g. "bear plushie"
     live: bool  # live subject (animal) rather than object
+    image_options: ImageOptions = DEFAULT_OPTIONS  # how load_image normalises it (dataset.image)
+    meta: tuple[tuple[str, str], ...] = ()  # extra fields for the manifest (e.g. a card's artist and url)
 
     @property
     def source_id(self) -> str:
         return f"{self.dataset}/{self.subject}/{self.image_id}"
 
     def load_image(self) -> Image.Image:
-        return load_rgb(self.image_path)
+        return load_rgb(self.image_path, self.image_options)
 
     def sha256(self) -> str:
         return file_sha256(self.image_path)
 
     def describe(self) -> dict[str, Any]:
         """The fields a manifest row records about its source."""
-        return {
+        fields = {
             "dataset": self.dataset,
             "source_id": self.source_id,
             "subject": self.subject,
@@ -47,17 +53,32 @@ class Source:
             "subject_word": self.subject_word,
             "live": self.live,
         }
+        if self.meta:
+            fields["source_meta"] = dict(self.meta)
+        return fields
+
+
+def require_set(cfg: DictConfig, group: str) -> None:
+    """Refuse a config whose mandatory values (`???`) were not given, naming the keys to set."""
+    missing = sorted(key if key.startswith(f"{group}.") else f"{group}.{key}" for key in OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"{group} '{cfg.get('name')}' needs {', '.join(missing)}: set it on the command line ({missing[0]}=...)"
+        )
 
 
 def load_sources(dataset_cfg: DictConfig) -> list[Source]:
     """Build the configured dataset (its `_target_` is the loader) and check it is usable."""
+    require_set(dataset_cfg, "dataset")
     if "_target_" not in dataset_cfg:
         raise ConfigError(f"dataset config '{dataset_cfg.get('name')}' has no _target_ loader")
     try:
         loader = get_method(dataset_cfg._target_)
     except (ImportError, ValueError) as err:
         raise ConfigError(f"dataset._target_={dataset_cfg._target_!r} cannot be imported: {err}") from err
-    kwargs = {k: v for k, v in to_plain(dataset_cfg).items() if k != "_target_"}
+    options = image_options(dataset_cfg)
+    bad_image_policy(dataset_cfg)  # validate now, before any work
+    kwargs = {k: v for k, v in to_plain(dataset_cfg).items() if k not in COMMON_KEYS}
     try:
         sources = loader(**kwargs)
     except TypeError as err:
@@ -67,4 +88,23 @@ def load_sources(dataset_cfg: DictConfig) -> list[Source]:
     ids = [source.source_id for source in sources]
     if len(set(ids)) != len(ids):
         raise DataError(f"dataset '{dataset_cfg.get('name')}' has duplicate source ids")
-    return sources
+    return [replace(source, image_options=options) for source in sources]
+
+
+def image_options(dataset_cfg: DictConfig) -> ImageOptions:
+    """The `dataset.image` block (fit, min_side, max_side); missing keys keep their defaults."""
+    block = to_plain(dataset_cfg.get("image")) or {}
+    unknown = sorted(set(block) - set(ImageOptions.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(
+            f"dataset.image has unknown keys {unknown}; allowed: {list(ImageOptions.__dataclass_fields__)}"
+        )
+    return ImageOptions(**block)
+
+
+def bad_image_policy(dataset_cfg: DictConfig) -> str:
+    """`dataset.on_bad_image`: error (stop, naming the file) or skip (record the skip per item)."""
+    policy = dataset_cfg.get("on_bad_image", "error")
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"dataset.on_bad_image={policy!r} is not allowed; choose one of {list(BAD_IMAGE_POLICIES)}")
+    return policy

@@ -1,20 +1,20 @@
 """DreamBooth in the `google/dreambooth` layout: dataset/<subject>/NN.jpg + prompts_and_classes.txt."""
 
-import re
 from pathlib import Path
 
 from monkey.datasets.base import Source
-from monkey.errors import ConfigError, DataError
+from monkey.datasets.layout import (
+    SubjectInfo,
+    check_image_choice,
+    image_files,
+    pick_images,
+    subject_sources,
+    subject_word,
+)
+from monkey.errors import DataError
 from monkey.paths import bundled_dreambooth_root
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LIVE_CLASSES = frozenset({"cat", "dog"})  # DreamBooth's 9 live subjects are its cats and dogs
-IMAGE_CHOICES = ("first", "all")
-
-
-def subject_word(subject: str) -> str:
-    """The prompt's subject word as the paper's code makes it: digits dropped, '_' -> ' '."""
-    return re.sub(r"\s+", " ", re.sub(r"\d", "", subject).replace("_", " ")).strip()
 
 
 def read_classes(path: Path) -> dict[str, str]:
@@ -44,15 +44,18 @@ def dataset_dir(root: Path) -> Path:
 
 
 def load_dreambooth(root: str | None = None, images: str = "first", name: str = "dreambooth") -> list[Source]:
-    """Load DreamBooth subjects from `root` (None: the bundled 30-image subset)."""
-    if images not in IMAGE_CHOICES:
-        raise ConfigError(f"dataset.images={images!r} is not allowed; choose one of {list(IMAGE_CHOICES)}")
+    """Load DreamBooth subjects from `root` (None: the bundled 30-image subset).
+
+    `root` may be the original google/dreambooth copy (full-size, 42 files are MPO named .jpg; see
+    `monkey-data download dreambooth`) or a resized one: both have the same layout.
+    """
+    check_image_choice(images)
     base = Path(root).expanduser() if root else bundled_dreambooth_root()
     if not base.is_dir():
         raise DataError(
             f"dataset.root={str(base)!r} does not exist; point it at a copy of google/dreambooth "
-            "(a folder holding dataset/<subject>/NN.jpg and prompts_and_classes.txt), or leave it "
-            "null for the bundled subset"
+            "(a folder holding dataset/<subject>/NN.jpg and prompts_and_classes.txt; "
+            "`monkey-data download dreambooth --dest DIR` fetches one), or leave it null for the bundled subset"
         )
     folder = dataset_dir(base)
     table = folder / "prompts_and_classes.txt"
@@ -61,23 +64,8 @@ def load_dreambooth(root: str | None = None, images: str = "first", name: str = 
     classes = read_classes(table)
     sources: list[Source] = []
     for subject in sorted(classes):
-        subject_dir = folder / subject
-        files = sorted(p for p in subject_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            continue
-        for path in files if images == "all" else files[:1]:
-            cls = classes[subject]
-            sources.append(
-                Source(
-                    dataset=name,
-                    subject=subject,
-                    image_id=path.stem,
-                    image_path=path,
-                    class_name=cls,
-                    subject_word=subject_word(subject),
-                    live=cls in LIVE_CLASSES,
-                )
-            )
+        info = SubjectInfo(classes[subject], subject_word(subject), classes[subject] in LIVE_CLASSES)
+        sources += subject_sources(name, subject, pick_images(image_files(folder / subject), images), info)
     if not sources:
         raise DataError(f"no subject images found under {folder} (expected <subject>/NN.jpg)")
     return sources

@@ -15,8 +15,10 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from PIL import Image
 
+from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
+from monkey.methods.presets import SPEC_KEYS, format_prompt
 from monkey.models.profiles import Runtime
 from monkey.plan import WorkItem
 
@@ -48,13 +50,20 @@ class Method(ABC):
     """Base class of every method. Subclasses take their knobs as keyword arguments from
     conf/method/<name>.yaml plus `name` and `runtime`."""
 
+    prompt_form: str = "plan"  # set from the preset by build_method (monkey.methods.presets.PROMPT_FORMS)
+
     def __init__(self, name: str, runtime: Runtime):
         self.name = name
         self.runtime = runtime
 
     def prompt_for(self, item: WorkItem) -> str:
-        """The prompt this method generates from; presets may derive it from the plan's prompt."""
-        return item.prompt
+        """The prompt this method generates from: the plan's prompt under preset=fair, the form its
+        `paper:` block names under preset=paper."""
+        return format_prompt(self.prompt_form, item, self.caption_for)
+
+    def caption_for(self, source: Source) -> str:
+        """A caption of the subject image, for the caption prompt forms; methods with a captioner override it."""
+        raise ConfigError(f"method {self.name} has no captioner, so it cannot use a caption prompt form")
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -72,17 +81,23 @@ def same_source_runs(requests: Sequence[GenerationRequest]) -> list[list[Generat
     return runs
 
 
-def build_method(method_cfg: DictConfig, runtime: Runtime) -> Method:
-    if "_target_" not in method_cfg:
-        raise ConfigError(f"method config '{method_cfg.get('name')}' has no _target_ class")
+def build_method(method_cfg: DictConfig | dict[str, Any], runtime: Runtime, prompt_form: str = "plan") -> Method:
+    """Instantiate a method from its config: a MethodSpec's `method` (preset applied), or a raw method
+    config, whose setup keys (`model`, `paper`, ...) are then ignored: `runtime` already says the model."""
+    plain = to_plain(method_cfg)
+    target = plain.get("_target_")
+    if not target:
+        raise ConfigError(f"method config '{plain.get('name')}' has no _target_ class")
     try:
-        method_class = get_class(method_cfg._target_)
+        method_class = get_class(target)
     except (ImportError, ValueError) as err:
-        raise ConfigError(f"method._target_={method_cfg._target_!r} cannot be imported: {err}") from err
+        raise ConfigError(f"method._target_={target!r} cannot be imported: {err}") from err
     if not issubclass(method_class, Method):
-        raise ConfigError(f"method._target_={method_cfg._target_!r} is not a monkey Method subclass")
-    knobs = {k: v for k, v in to_plain(method_cfg).items() if k not in ("_target_", "batch_size")}
+        raise ConfigError(f"method._target_={target!r} is not a monkey Method subclass")
+    knobs = {k: v for k, v in plain.items() if k not in ("_target_", "batch_size", *SPEC_KEYS)}
     try:
-        return method_class(runtime=runtime, **knobs)
+        method = method_class(runtime=runtime, **knobs)
     except TypeError as err:
-        raise ConfigError(f"method '{method_cfg.get('name')}' ({method_cfg._target_}): {err}") from err
+        raise ConfigError(f"method '{plain.get('name')}' ({target}): {err}") from err
+    method.prompt_form = prompt_form
+    return method

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.hashing import stable_hash, to_plain
+from monkey.shards import launch_device
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -88,6 +89,7 @@ class Runtime:
 
 
 def resolve_runtime(model: ModelProfile, device: str = "auto", dtype: str = "auto") -> Runtime:
+    device = launch_device(device)  # one GPU per process under accelerate launch / torchrun
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -12,6 +12,7 @@ The UNet keeps SD1.x's block structure, so layer names such as
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,15 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
         },
     ),
 }
-PIPELINES = {"lcm": "LatentConsistencyModelPipeline", "sd": "StableDiffusionPipeline"}
+SCHEDULERS["sd14"] = SCHEDULERS["sd"]  # SD v1.4 ships the same PNDM config; profiles swap in DDIM
+PIPELINES = {
+    "lcm": "LatentConsistencyModelPipeline",
+    "sd": "StableDiffusionPipeline",
+    "sd14": "StableDiffusionPipeline",
+}
+# Per-family UNet changes. sd14 keeps SD1.x's transformer-block layout (layers_per_block 2: down 0-5,
+# mid 6, up 7-15), so block indices such as MasaCtrl's start layer 10 mean the same blocks as in the real model.
+UNET_CHANGES: dict[str, dict[str, Any]] = {"lcm": {"time_cond_proj_dim": 32}, "sd": {}, "sd14": {"layers_per_block": 2}}
 EXTRA_WORDS = ("a", "photo", "of", "the", "character", "in", "on", "with", "and")
 
 
@@ -116,7 +125,7 @@ def tokenizer_words() -> list[str]:
 def tiny_spec(family: str, seed: int) -> dict[str, Any]:
     if family not in PIPELINES:
         raise ConfigError(f"model.tiny={family!r} is not a tiny family; choose one of {sorted(PIPELINES)}")
-    unet = dict(UNET, time_cond_proj_dim=32) if family == "lcm" else dict(UNET)
+    unet = dict(UNET, **UNET_CHANGES[family])
     return {
         "family": family,
         "seed": seed,
@@ -201,15 +210,14 @@ def write_tiny(root: Path, spec: dict[str, Any]) -> None:
     save_file(ip_adapter_state_dict(unet, generator), models / "ip-adapter_sd15.safetensors")
 
 
-def materialize_tiny(family: str, seed: int = 0) -> TinyPaths:
-    """Write the tiny checkpoints once (atomically, by folder rename) and return their paths."""
-    spec = tiny_spec(family, seed)
-    root = cache_dir() / "tiny" / f"{family}-{stable_hash(spec)}"
+def write_once(root: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(folder)` into a staging folder and rename it to `root`, once: atomic, and safe when
+    several processes race (the loser's copy is identical and dropped)."""
     if not (root / "complete").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
         try:
-            write_tiny(staging, spec)
+            write(staging)
             (staging / "complete").write_text("ok\n")
             try:
                 staging.rename(root)
@@ -218,4 +226,11 @@ def materialize_tiny(family: str, seed: int = 0) -> TinyPaths:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def materialize_tiny(family: str, seed: int = 0) -> TinyPaths:
+    """Write the tiny checkpoints once (atomically, by folder rename) and return their paths."""
+    spec = tiny_spec(family, seed)
+    root = write_once(cache_dir() / "tiny" / f"{family}-{stable_hash(spec)}", lambda folder: write_tiny(folder, spec))
     return TinyPaths(pipeline=root / "pipeline", ip_adapter=root / "ip_adapter")

@@ -1,0 +1,91 @@
+"""`monkey-report`: a report over any run folders after the fact.
+
+    monkey-report runs/demo                          # an experiment folder -> runs/demo/report/
+    monkey-report runs/a runs/b/ip_adapter_1.0 --out reports/ab
+    monkey-report runs/demo --eval tiny eval.report.level=subject logger=wandb logger.mode=offline
+
+Arguments are run folders (holding manifest/) or experiment folders (holding run folders). The score
+set defaults to the one the folders already hold; unscored images are scored first (cached), so a
+report over evaluated folders does no forward pass. Trailing `key=value` are Hydra overrides of the
+primary config (only `eval.*` and `logger.*` matter here).
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from monkey.eval.collect import find_run_dirs
+from monkey.eval.report import REPORT_DIR, build_report
+from monkey.eval.score_store import ORACLE, ScoreSet, score_set_names
+from omegaconf import DictConfig, OmegaConf
+
+from monkey.errors import MonkeyError
+
+log = logging.getLogger("monkey")
+
+
+def eval_groups() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("monkey.conf").joinpath("eval").iterdir())
+
+
+def detect_eval_name(run_dirs: list[Path]) -> str:
+    names = {name for run_dir in run_dirs for name in score_set_names(run_dir)}
+    return names.pop() if len(names) == 1 else "default"
+
+
+def report_config(name: str, logger: str, overrides: list[str], run_dirs: list[Path]) -> DictConfig:
+    """The primary config with `eval=<name>`; a score set named outside conf/eval/ keeps its stored backbones."""
+    known = name in eval_groups()
+    with initialize_config_module(config_module="monkey.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="config", overrides=[f"eval={name if known else 'default'}", f"logger={logger}", *overrides]
+        )
+    if not known:
+        stored = next((s for d in run_dirs if (s := ScoreSet(d, name).settings())), None)
+        if stored is None:
+            raise MonkeyError(
+                f"--eval {name}: neither a config in conf/eval/ ({eval_groups()}) nor a score set in the folders"
+            )
+        cfg.eval.name = name
+        cfg.eval.backbones = stored["backbones"]
+        cfg.eval.references = stored["references"]
+    return cfg
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="monkey-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="run folders or experiment folders, and key=value overrides")
+    parser.add_argument("--out", type=Path, help="report folder (default: <the one path>/report, else ./report)")
+    parser.add_argument("--eval", dest="eval_name", help="score set / conf/eval name (default: the folders')")
+    parser.add_argument("--logger", default="none", help="none or wandb")
+    parser.add_argument("--no-evaluate", action="store_true", help="do not score unscored images; report what is there")
+    return parser.parse_intermixed_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    args = parse(argv)
+    overrides = [p for p in args.paths if "=" in p and not Path(p).exists()]
+    paths = [p for p in args.paths if p not in overrides]
+    try:
+        run_dirs = find_run_dirs(paths)
+        name = args.eval_name or detect_eval_name(run_dirs)
+        cfg = report_config(name, args.logger, overrides, run_dirs)
+        out = args.out or (Path(paths[0]) / REPORT_DIR if len(paths) == 1 else Path(REPORT_DIR))
+        report = build_report(
+            run_dirs, out, cfg.eval, cfg.logger, evaluate=not args.no_evaluate, config=OmegaConf.to_container(cfg.eval)
+        )
+    except MonkeyError as err:
+        log.error("%s", err)
+        return 2
+    generated = int((report.scores["method"] != ORACLE).sum())
+    print(f"report of {generated} images from {len(report.run_dirs)} run folders: {report.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

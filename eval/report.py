@@ -1,0 +1,205 @@
+"""A report over one or many run folders: scores, summary, Table 1, the paper side by side, plots, grids.
+
+Files written to the report folder (runs/<run.name>/report/ by default):
+    scores.csv, scores.parquet   every scored image of every run folder, with the runs' config columns
+    summary.csv                  per variant x dataset x metric x level: n, mean, std, 95 % bootstrap CI
+    table1.csv / .md / .tex      the paper's Table 1 layout (best bold, second italic, Pareto column)
+    paper_comparison.csv / .md   the paper's reported numbers, ours and the difference
+    pareto_<dataset>_<y>_vs_<x>.png / .pdf
+    grid_<dataset>.png           source on top, one row per method, one column per item
+    runs.csv                     the run folders merged, with their overrides
+    report.md                    all of the above on one page
+"""
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from monkey.eval.aggregate import metric_columns, summarize
+from monkey.eval.backbones import backbone_specs
+from monkey.eval.collect import collect_scores, find_run_dirs, run_config
+from monkey.eval.grid import image_grid
+from monkey.eval.plots import pareto_plot
+from monkey.eval.score_store import ORACLE
+from monkey.eval.scoring import evaluate_run
+from monkey.eval.tables import (
+    PAPER_COLUMNS,
+    comparison_markdown,
+    ordered_datasets,
+    paper_comparison,
+    pareto_membership,
+    rank_marks,
+    read_paper_table,
+    table1_csv,
+    table1_frame,
+    table1_latex,
+    table1_markdown,
+)
+from omegaconf import DictConfig, OmegaConf
+
+from monkey.atomic import atomic_write_bytes
+from monkey.errors import DataError
+from monkey.hashing import to_plain
+
+log = logging.getLogger(__name__)
+REPORT_DIR = "report"
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    run_dirs: list[Path]
+    scores: pd.DataFrame
+    summary: pd.DataFrame
+    table1: pd.DataFrame
+    comparison: pd.DataFrame
+    plots: list[Path] = field(default_factory=list)
+    grids: list[Path] = field(default_factory=list)
+
+
+def paper_table_path(setting: str | None) -> Path:
+    """The configured paper table, or the one shipped with the package (results/paper/table1.csv)."""
+    path = Path(setting) if setting else Path(str(resources.files("monkey.results") / "paper" / "table1.csv"))
+    if not path.is_file():
+        raise DataError(
+            f"eval.report.paper_table={str(path)!r} does not exist (a CSV with method,dataset,clip_t,dino,clip_i)"
+        )
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    write_text(path, frame.to_csv(index=False, float_format="%.6g"))
+
+
+def evaluate_folders(run_dirs: list[Path], eval_cfg: DictConfig, fallback_dataset: DictConfig | None) -> None:
+    """Score whatever is not scored yet (nothing, after an evaluate stage), each folder with its own dataset."""
+    for run_dir in run_dirs:
+        config = run_config(run_dir)
+        dataset = OmegaConf.create(config["dataset"]) if config and config.get("dataset") else fallback_dataset
+        evaluate_run(run_dir, eval_cfg, dataset)
+
+
+def build_report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    eval_cfg: DictConfig,
+    logger_cfg: DictConfig | None = None,
+    dataset_cfg: DictConfig | None = None,
+    evaluate: bool = True,
+    config: dict[str, Any] | None = None,
+) -> Report:
+    """Merge the run folders in `paths` (run or experiment folders) into one report in `out_dir`."""
+    out_dir = Path(out_dir)
+    run_dirs = find_run_dirs(paths)
+    if not run_dirs:
+        raise DataError(f"no run folder (a folder holding manifest/) in {[str(p) for p in paths]}")
+    if evaluate:
+        evaluate_folders(run_dirs, eval_cfg, dataset_cfg)
+    scores = collect_scores(run_dirs, eval_cfg.name)
+    if scores.empty:
+        raise DataError(f"no scores/{eval_cfg.name} in {[str(p) for p in run_dirs]}: run the evaluate stage first")
+    settings = to_plain(eval_cfg.report)
+    specs = backbone_specs(to_plain(eval_cfg.backbones))
+    metrics = metric_columns(scores, {s.key: [s.image_metric, s.text_metric] for s in specs})
+    boot = settings["bootstrap"]
+    summary = summarize(scores, metrics, boot["samples"], boot["seed"], boot["confidence"])
+    labels = settings["metric_labels"]
+    references = list(settings["reference_methods"])
+    level = settings["level"]
+    table_metrics = [m for m in settings["metrics"] if m in metrics]
+    pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_frame(out_dir / "scores.csv", scores)
+    scores.astype({c: str for c in scores.columns if scores[c].dtype == object}).to_parquet(out_dir / "scores.parquet")
+    write_frame(out_dir / "summary.csv", summary)
+    write_frame(out_dir / "runs.csv", runs_table(scores))
+
+    wide = table1_frame(summary, table_metrics, settings["datasets"], references, level)
+    marks = rank_marks(wide)
+    membership = pareto_membership(summary, pairs, references, labels, level)
+    table = table1_csv(wide, membership)
+    write_frame(out_dir / "table1.csv", table)
+    table_md = table1_markdown(wide, marks, membership, labels)
+    write_text(out_dir / "table1.md", table_md)
+    write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels))
+
+    paper = read_paper_table(paper_table_path(settings.get("paper_table")))
+    paper_metrics = [m for m in PAPER_COLUMNS[2:] if m in metrics]  # the paper's columns, at its level
+    comparison = paper_comparison(summary, paper, settings["paper_names"], paper_metrics, "image")
+    write_frame(out_dir / "paper_comparison.csv", comparison)
+    comparison_md = comparison_markdown(comparison, paper_metrics, labels)
+    write_text(out_dir / "paper_comparison.md", comparison_md)
+
+    datasets = ordered_datasets(scores["dataset"], settings["datasets"])
+    plots, grids = [], []
+    for dataset in datasets:
+        for x, y in pairs:
+            stem = out_dir / f"pareto_{dataset}_{y}_vs_{x}"
+            plots += pareto_plot(summary, dataset, x, y, stem, references, labels, paper, level)
+        grid = settings["grid"]
+        path = image_grid(
+            scores, dataset, out_dir / f"grid_{dataset}.png", grid["columns"], grid["max_methods"], grid["cell"]
+        )
+        if path:
+            grids.append(path)
+    report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids)
+    write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
+    generated = int((scores["method"] != ORACLE).sum())
+    log.info(
+        "report: %d images (+ %d oracle rows) of %d run folders -> %s",
+        generated,
+        len(scores) - generated,
+        len(run_dirs),
+        out_dir,
+    )
+    if logger_cfg is not None and logger_cfg.get("name") == "wandb":
+        from monkey.eval.wandb_logger import log_report
+
+        log_report(report, logger_cfg, config or {"eval": to_plain(eval_cfg)})
+    return report
+
+
+def runs_table(scores: pd.DataFrame) -> pd.DataFrame:
+    columns = ["run", "run_dir", "variant", "method"] + (["overrides"] if "overrides" in scores else [])
+    grouped = scores[scores["method"] != ORACLE].groupby(columns, dropna=False, sort=True)
+    return grouped.size().rename("images").reset_index()
+
+
+def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
+    backbones = ", ".join(
+        f"{key} = {cfg['model_name']}" + (" (tiny random)" if cfg.get("tiny") else "")
+        for key, cfg in to_plain(eval_cfg.backbones).items()
+    )
+    lines = [
+        "# Report",
+        "",
+        f"{len(report.scores)} scored images from {len(report.run_dirs)} run folders; score set `{eval_cfg.name}` "
+        f"({backbones}). Plain cosines; means over {'images' if level == 'image' else 'subjects'}.",
+        "",
+        "## Table 1",
+        "",
+        table_md,
+        "## Against the paper's reported numbers",
+        "",
+        comparison_md,
+        "## Pareto plots",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],
+        "",
+        "## Images",
+        "",
+        *[f"![{p.stem}]({p.name})" for p in report.grids],
+        "",
+        "Files: `scores.csv` (per image), `summary.csv` (n, mean, std, 95% bootstrap CI per level), "
+        "`table1.{csv,md,tex}`, `paper_comparison.{csv,md}`, `runs.csv`.",
+        "",
+    ]
+    return "\n".join(lines)

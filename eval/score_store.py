@@ -1,0 +1,87 @@
+"""Per-image score records in a run folder: one JSON file per (method, item), written atomically.
+
+Layout:
+    scores/<eval.name>/eval_config.json               what the scores mean (backbones, references)
+    scores/<eval.name>/items/<method>/<item_id>.json  one record per scored image
+    scores/<eval.name>/items/oracle/<item_id>.json    the real-image reference row of that item
+
+One file per key keeps concurrent evaluators (shards scoring one folder in parallel) correct without
+locks: they write disjoint keys, and two writers of one key write the same record. A record carries
+the image's SHA-256 and file stat, so a regenerated image is rescored and an unchanged one never is.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from monkey.atomic import atomic_write_json
+from monkey.errors import RunFolderError
+from monkey.hashing import stable_hash
+
+SCORES_DIR = "scores"
+ORACLE = "oracle"  # reserved method label of the real-image reference rows
+FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not data
+
+
+class ScoreSet:
+    def __init__(self, run_dir: str | Path, name: str):
+        self.run_dir = Path(run_dir)
+        self.name = name
+        self.root = self.run_dir / SCORES_DIR / name
+
+    def check(self, settings: dict[str, Any]) -> str:
+        """Refuse a folder whose score set `name` means something else; return the settings' hash."""
+        old = self.settings()
+        if old is not None and old != settings:
+            from monkey.runner import diff_keys  # imported on use: it pulls in the generation stack
+
+            changes = "; ".join(diff_keys(old, settings)[:8])
+            raise RunFolderError(
+                f"{self.root / 'eval_config.json'} holds scores made with other settings ({changes}). Give the "
+                f"new settings another eval.name, or delete {self.root} to rescore."
+            )
+        return stable_hash(settings)
+
+    def register(self, settings: dict[str, Any]) -> str:
+        """Record what these scores mean (before the first record is written)."""
+        digest = self.check(settings)
+        if self.settings() is None:
+            atomic_write_json(self.root / "eval_config.json", settings)
+        return digest
+
+    def settings(self) -> dict[str, Any] | None:
+        path = self.root / "eval_config.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def path(self, method: str, item_id: str) -> Path:
+        return self.root / "items" / method / f"{item_id}.json"
+
+    def read(self, method: str, item_id: str) -> dict[str, Any] | None:
+        path = self.path(method, item_id)
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text())
+
+    def write(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path(record["method"], record["item_id"]), record)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text()) for path in sorted((self.root / "items").rglob("*.json"))]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per record; the `scores` dict becomes one column per metric (None -> NaN)."""
+        records = self.records()
+        if not records:
+            return pd.DataFrame()
+        rows = [{**{k: v for k, v in r.items() if k not in FRAME_OMITS}, **r["scores"]} for r in records]
+        frame = pd.DataFrame(rows)
+        for metric in {m for r in records for m in r["scores"]}:
+            frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype(float)
+        return frame
+
+
+def score_set_names(run_dir: str | Path) -> list[str]:
+    root = Path(run_dir) / SCORES_DIR
+    return sorted(p.parent.name for p in root.glob("*/eval_config.json"))

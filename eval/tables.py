@@ -1,0 +1,208 @@
+"""The paper's Table 1 layout (CSV, Markdown, LaTeX) and the side-by-side with its reported numbers.
+
+Rows are variants, columns (dataset, metric) means. In Markdown and LaTeX the best value of a column
+is bold and the second italic; reference rows (text-only, the real-image oracle) are listed below the
+methods and never ranked. The last column names the Pareto frontiers a variant lies on.
+"""
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from monkey.eval.pareto import pareto_mask
+
+from monkey.errors import DataError
+
+DATASET_LABELS = {"dreambooth": "DreamBooth", "magic": "Magic"}
+PAPER_COLUMNS = ["method", "dataset", "clip_t", "dino", "clip_i"]
+
+
+def dataset_label(name: str) -> str:
+    return DATASET_LABELS.get(name, name)
+
+
+def ordered_datasets(present: Iterable[str], preferred: list[str]) -> list[str]:
+    present = list(dict.fromkeys(present))
+    return [d for d in preferred if d in present] + sorted(d for d in present if d not in preferred)
+
+
+def is_reference(method: str, references: list[str]) -> bool:
+    return method in references
+
+
+def table1_frame(
+    summary: pd.DataFrame, metrics: list[str], datasets: list[str], references: list[str], level: str = "image"
+) -> pd.DataFrame:
+    """Wide means: index variant (methods first, then references), columns (dataset, metric)."""
+    rows = summary[(summary["level"] == level) & summary["metric"].isin(metrics)]
+    wide = rows.pivot_table(index="variant", columns=["dataset", "metric"], values="mean", aggfunc="first")
+    columns = [(d, m) for d in ordered_datasets(rows["dataset"], datasets) for m in metrics]
+    wide = wide.reindex(columns=pd.MultiIndex.from_tuples(columns, names=["dataset", "metric"]))
+    method_of = dict(zip(rows["variant"], rows["method"], strict=False))
+    ranked = sorted(v for v in wide.index if not is_reference(method_of[v], references))
+    anchors = sorted(v for v in wide.index if is_reference(method_of[v], references))
+    wide = wide.reindex(ranked + anchors)
+    wide.attrs["references"] = anchors
+    return wide
+
+
+def rank_marks(wide: pd.DataFrame) -> pd.DataFrame:
+    """'best' / 'second' / '' per cell, by column, higher is better; reference rows are not ranked."""
+    marks = pd.DataFrame("", index=wide.index, columns=wide.columns)
+    ranked = [v for v in wide.index if v not in wide.attrs.get("references", [])]
+    for column in wide.columns:
+        values = wide.loc[ranked, column].dropna()
+        distinct = sorted(set(values.round(12)), reverse=True)
+        for mark, target in zip(("best", "second"), distinct, strict=False):
+            marks.loc[values.index[values.round(12) == target], column] = mark
+    return marks
+
+
+def pareto_membership(
+    summary: pd.DataFrame,
+    pairs: list[tuple[str, str]],
+    references: list[str],
+    labels: dict[str, str],
+    level: str = "image",
+) -> dict[str, list[str]]:
+    """variant -> the frontiers it lies on, e.g. ['DreamBooth CLIP-I', 'DreamBooth DINO']."""
+    rows = summary[(summary["level"] == level) & ~summary["method"].isin(references)]
+    membership: dict[str, list[str]] = {}
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    for dataset in datasets:
+        means = rows[rows["dataset"] == dataset].pivot_table(index="variant", columns="metric", values="mean")
+        for x, y in pairs:
+            if x not in means or y not in means:
+                continue
+            mask = pareto_mask(means[x].to_numpy(), means[y].to_numpy())
+            name = f"{dataset_label(dataset)} {labels.get(y, y)}" if len(datasets) > 1 else labels.get(y, y)
+            for variant in means.index[mask]:
+                membership.setdefault(variant, []).append(name)
+    return membership
+
+
+def table1_csv(wide: pd.DataFrame, membership: dict[str, list[str]]) -> pd.DataFrame:
+    flat = wide.copy()
+    flat.columns = [f"{d}:{m}" for d, m in wide.columns]
+    flat.insert(0, "reference", [v in wide.attrs.get("references", []) for v in wide.index])
+    flat["pareto"] = ["; ".join(membership.get(v, [])) for v in wide.index]
+    return flat.reset_index()
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def table1_markdown(wide: pd.DataFrame, marks: pd.DataFrame, membership: dict[str, list[str]], labels: dict) -> str:
+    header = ["method"] + [f"{dataset_label(d)} {labels.get(m, m)}" for d, m in wide.columns] + ["Pareto"]
+    style = {"best": "**{}**", "second": "*{}*", "": "{}"}
+    rows = []
+    for variant in wide.index:
+        anchor = variant in wide.attrs.get("references", [])
+        cells = [style[marks.loc[variant, c]].format(fmt(wide.loc[variant, c])) for c in wide.columns]
+        rows.append([f"{variant} (reference)" if anchor else variant, *cells, ", ".join(membership.get(variant, []))])
+    note = "\nBest of each column in **bold**, second in *italic*; reference rows are not ranked.\n"
+    return markdown_table(header, rows) + note
+
+
+def latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def table1_latex(wide: pd.DataFrame, marks: pd.DataFrame, membership: dict[str, list[str]], labels: dict) -> str:
+    """A booktabs tabular in the paper's layout: one column group per dataset."""
+    datasets = list(dict.fromkeys(d for d, _ in wide.columns))
+    per = len(wide.columns) // max(1, len(datasets))
+    style = {"best": r"\textbf{%s}", "second": r"\textit{%s}", "": "%s"}
+    lines = [r"\begin{tabular}{l" + "c" * len(wide.columns) + "l}", r"\toprule"]
+    groups = [rf"\multicolumn{{{per}}}{{c}}{{{latex_escape(dataset_label(d))}}}" for d in datasets]
+    lines.append(" & " + " & ".join(groups) + r" & \\")
+    rules = [rf"\cmidrule(lr){{{2 + i * per}-{1 + (i + 1) * per}}}" for i in range(len(datasets))]
+    lines.append("".join(rules))
+    lines.append("Method & " + " & ".join(latex_escape(labels.get(m, m)) for _, m in wide.columns) + r" & Pareto \\")
+    lines.append(r"\midrule")
+    references = wide.attrs.get("references", [])
+    for index, variant in enumerate(wide.index):
+        if variant in references and (index == 0 or wide.index[index - 1] not in references):
+            lines.append(r"\midrule")
+        cells = [style[marks.loc[variant, c]] % fmt(wide.loc[variant, c]) for c in wide.columns]
+        pareto = latex_escape(", ".join(membership.get(variant, [])))
+        lines.append(" & ".join([latex_escape(variant), *cells, pareto]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def read_paper_table(path) -> pd.DataFrame:
+    paper = pd.read_csv(path)
+    missing = set(PAPER_COLUMNS) - set(paper.columns)
+    if missing:
+        raise DataError(f"paper table {path} lacks the columns {sorted(missing)}; expected {PAPER_COLUMNS}")
+    return paper
+
+
+def paper_comparison(
+    summary: pd.DataFrame, paper: pd.DataFrame, names: dict[str, str], metrics: list[str], level: str = "image"
+) -> pd.DataFrame:
+    """Long table: for each paper row and metric, the paper's number, ours (mean and interval), ours - paper.
+
+    Every paper method of a dataset we scored is listed; `variant` is empty where we did not run it.
+    """
+    ours = summary[(summary["level"] == level) & summary["metric"].isin(metrics)].copy()
+    ours["paper_method"] = ours["method"].map(names)
+    rows = []
+    for dataset in sorted(set(paper["dataset"]) & set(ours["dataset"])):
+        for _, reported in paper[paper["dataset"] == dataset].iterrows():
+            matches = ours[(ours["dataset"] == dataset) & (ours["paper_method"] == reported["method"])]
+            variants = sorted(set(matches["variant"])) or [""]
+            for variant in variants:
+                for metric in metrics:
+                    hit = matches[(matches["variant"] == variant) & (matches["metric"] == metric)]
+                    mean = float(hit["mean"].iloc[0]) if len(hit) else float("nan")
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "paper_method": reported["method"],
+                            "variant": variant,
+                            "metric": metric,
+                            "paper": float(reported[metric]) if metric in reported else float("nan"),
+                            "ours": mean,
+                            "ci_low": float(hit["ci_low"].iloc[0]) if len(hit) else float("nan"),
+                            "ci_high": float(hit["ci_high"].iloc[0]) if len(hit) else float("nan"),
+                            "n": int(hit["n"].iloc[0]) if len(hit) else 0,
+                        }
+                    )
+    frame = pd.DataFrame(
+        rows, columns=["dataset", "paper_method", "variant", "metric", "paper", "ours", "ci_low", "ci_high", "n"]
+    )
+    frame["diff"] = frame["ours"] - frame["paper"]
+    return frame
+
+
+def comparison_markdown(comparison: pd.DataFrame, metrics: list[str], labels: dict[str, str]) -> str:
+    if comparison.empty:
+        return "No dataset of this report appears in the paper's table.\n"
+    parts = []
+    for dataset, group in comparison.groupby("dataset", sort=False):
+        header = ["paper method", "ours"]
+        for metric in metrics:
+            label = labels.get(metric, metric)
+            header += [f"{label} paper", f"{label} ours [95% CI]", f"{label} diff"]
+        rows = []
+        for (paper_method, variant), cells in group.groupby(["paper_method", "variant"], sort=False):
+            row = [paper_method, variant or "not run"]
+            for metric in metrics:
+                hit = cells[cells["metric"] == metric].iloc[0]
+                interval = f" [{fmt(hit['ci_low'])}, {fmt(hit['ci_high'])}]" if variant else ""
+                diff = "n/a" if np.isnan(hit["diff"]) else f"{hit['diff']:+.3f}"
+                row += [fmt(hit["paper"]), fmt(hit["ours"]) + interval, diff]
+            rows.append(row)
+        parts.append(f"### {dataset_label(dataset)}\n\n" + markdown_table(header, rows))
+    return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""The paper's reported numbers (`paper/`), shipped so a report can set them beside ours."""

@@ -1,0 +1,26 @@
+"""OmegaConf resolvers the configs use, registered when `monkey` is imported (so any code that
+resolves a config, the CLI, the runner, a notebook or a test, sees them).
+
+`${monkey.if_tiny:A,B}` is A when the run's model profile is a tiny one (`model.tiny` set) and B
+otherwise. A method config uses it for values that must differ on tiny random models, e.g. its
+own base model (`model: ${monkey.if_tiny:tiny_sd14,sd14}`) or fewer sampling steps in the demo.
+An explicit command-line value replaces the whole expression, so overrides always win.
+"""
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from monkey.errors import ConfigError
+
+
+def if_tiny(tiny_value: Any, real_value: Any, *, _root_: DictConfig) -> Any:
+    model = _root_.get("model") if isinstance(_root_, DictConfig) else None
+    if model is None:
+        raise ConfigError("${monkey.if_tiny:...} needs a `model` profile at the config root to choose from")
+    return tiny_value if model.get("tiny") else real_value
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("monkey.if_tiny"):
+        OmegaConf.register_new_resolver("monkey.if_tiny", if_tiny)
