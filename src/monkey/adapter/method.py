@@ -7,7 +7,7 @@ from monkey.adapter.artifacts import item_artifacts
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
 from monkey.errors import ConfigError
-from monkey.methods.base import GenerationRequest, GenerationResult, Method, same_source_runs
+from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
 from monkey.models.profiles import Runtime, load_pipeline
 from monkey.subject_embeds import SubjectEmbedder
 
@@ -21,10 +21,7 @@ class MonkeyMethod(Method):
         self.embedder = SubjectEmbedder(self.pipe)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        results: list[GenerationResult] = []
-        for group in same_source_runs(requests):
-            results.extend(self.generate_one_subject(group))
-        return results
+        return generate_per_source(requests, self.generate_one_subject)
 
     def generate_one_subject(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         sizes = {(r.height, r.width) for r in requests}
