@@ -4,9 +4,9 @@ from collections.abc import Sequence
 
 import torch
 
-from monkey.methods.base import GenerationRequest, GenerationResult, Method, same_source_runs
+from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
 from monkey.models.profiles import Runtime, load_pipeline
-from monkey.subject_embeds import SubjectEmbedder
+from monkey.subject_embeds import SubjectEmbedder, pipeline_image_embeds, uses_cfg
 
 
 class IPAdapterMethod(Method):
@@ -27,10 +27,7 @@ class IPAdapterMethod(Method):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.pipe.set_ip_adapter_scale(self.scale)
-        results: list[GenerationResult] = []
-        for group in same_source_runs(requests):
-            results.extend(self.generate_one_subject(group))
-        return results
+        return generate_per_source(requests, self.generate_one_subject)
 
     def generate_one_subject(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One pipeline call per subject: diffusers repeats `ip_adapter_image_embeds` once per prompt,
@@ -43,7 +40,7 @@ class IPAdapterMethod(Method):
             num_inference_steps=self.num_inference_steps,
             guidance_scale=self.guidance_scale,
             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
-            ip_adapter_image_embeds=[embeds],
+            ip_adapter_image_embeds=pipeline_image_embeds(embeds, uses_cfg(self.pipe, self.guidance_scale)),
             output_type="pil",
         ).images
         return [GenerationResult(image=image) for image in images]

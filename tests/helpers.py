@@ -8,6 +8,8 @@ from monkey.store import RunStore
 # Fields of a manifest row that legitimately differ between two runs of the same plan.
 VOLATILE = ("created", "timings", "writer")
 QUICK = ("generation.height=64", "generation.width=64", "method.num_inference_steps=2")
+# For multiruns over methods that name their steps differently (MONKEY: initial_steps/final_steps).
+QUICK_SIZE = ("generation.height=64", "generation.width=64")
 
 
 def stable_rows(run_dir: Path) -> list[dict[str, Any]]:

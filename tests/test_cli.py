@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import QUICK, image_bytes, manifest_line_count, stable_rows
+from helpers import QUICK, QUICK_SIZE, image_bytes, manifest_line_count, stable_rows
 
 SMALL = ("plan.limit.subjects=2", "plan.limit.prompts=2", *QUICK)
 GENERATE_ONLY = "run.stages=[generate]"  # these tests are about generation; tests/test_eval_cli.py runs all stages
@@ -40,10 +40,11 @@ def test_single_run_writes_images_and_manifest(tmp_path):
 
 
 def test_demo_multirun_makes_one_folder_per_method(tmp_path):
-    result = run_cli(tmp_path, GENERATE_ONLY, "plan.limit.subjects=1", "plan.limit.prompts=1", *QUICK)
+    # no step override: the methods name their steps differently (MONKEY: initial_steps/final_steps)
+    result = run_cli(tmp_path, GENERATE_ONLY, "plan.limit.subjects=1", "plan.limit.prompts=1", *QUICK_SIZE)
     assert result.returncode == 0, result.stderr
     folders = sorted(p.name.split(",")[0] for p in (tmp_path / "runs" / "demo").iterdir() if p.is_dir())
-    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "text_only"]
+    assert folders == ["ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "monkey", "text_only"]
 
 
 def test_killed_run_resumes_to_the_same_manifest(tmp_path):

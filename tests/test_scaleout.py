@@ -16,7 +16,7 @@ from pathlib import Path
 from subprocess import PIPE
 
 import pytest
-from helpers import QUICK, image_bytes, manifest_line_count, stable_rows
+from helpers import QUICK_SIZE, image_bytes, manifest_line_count, stable_rows
 from monkey.eval.score_store import ScoreSet
 from slurm_cluster import SlurmCluster, free_port, missing_programs
 
@@ -24,9 +24,9 @@ from monkey.store import RunStore, read_manifest_file
 
 # 6 items per method in 3 batches of 2. Shards are whole batches: shard 0 gets items 0-1, shard 1
 # items 2-5 (cutting at item 3 would split a batch, and batch neighbours change float rounding).
-PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=2", *QUICK)
+PLAN = ("plan.limit.subjects=3", "plan.limit.prompts=2", "generation.batch_size=2", *QUICK_SIZE)
 SHARD_ITEMS = {0: [0, 1], 1: [2, 3, 4, 5]}  # plan indices
-METHODS = ("ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "text_only")  # the demo's multirun
+METHODS = ("ip_adapter_0.5", "ip_adapter_1.0", "masactrl", "monkey", "text_only")  # the demo's multirun
 RUN_KEY = ",".join(sorted(o for o in PLAN if "batch_size" not in o))  # run folder name: batch size left out
 
 

@@ -26,3 +26,19 @@ class SubjectEmbedder:
 
     def batch(self, sources: list[Source]) -> torch.Tensor:
         return torch.stack([self.embed(source) for source in sources])  # [B, 1, D]
+
+
+def uses_cfg(pipe: DiffusionPipeline, guidance_scale: float) -> bool:
+    """Whether a pipeline call batches [unconditional; conditional]: Stable Diffusion pipelines do for
+    guidance > 1, guidance-distilled ones (LCM: `time_cond_proj_dim` set) never do."""
+    return guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+
+
+def pipeline_image_embeds(embeds: torch.Tensor, guided: bool) -> list[torch.Tensor]:
+    """`ip_adapter_image_embeds` for a pipeline call from one subject embedding [1, 1, D].
+
+    Under CFG diffusers splits the tensor into (negative, positive) halves; the negative is the zero
+    embedding, as `encode_image` makes it for IP-Adapter's image projection."""
+    if guided:
+        embeds = torch.cat([torch.zeros_like(embeds), embeds])  # [2, 1, D]
+    return [embeds]

@@ -6,7 +6,7 @@ runner owns seeds, prompts, storage and resumption; a method owns only how an im
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,14 @@ def same_source_runs(requests: Sequence[GenerationRequest]) -> list[list[Generat
         else:
             runs.append([request])
     return runs
+
+
+def generate_per_source(
+    requests: Sequence[GenerationRequest],
+    generate_one_source: Callable[[list[GenerationRequest]], list[GenerationResult]],
+) -> list[GenerationResult]:
+    """Results in request order from one call per run of one source image (one subject per pipeline call)."""
+    return [result for run in same_source_runs(requests) for result in generate_one_source(run)]
 
 
 def build_method(method_cfg: DictConfig | dict[str, Any], runtime: Runtime, prompt_form: str = "plan") -> Method:

@@ -1,0 +1,408 @@
+"""MONKEY against plain IP-Adapter: wall time per image, peak memory, and what recording costs.
+
+The real LCM Dreamshaper v7 architecture with random weights, built from configs (no download):
+UNet 320/640/1280/1280, cross-attention 768, time_cond_proj_dim 256; the SD VAE; a CLIP ViT-L/14-sized
+text encoder; h94's SD1.5 IP-Adapter shapes (4 image tokens from a 1024-d ViT-H embedding). The
+subject embedding is given, as the harness memoises it per subject for both methods.
+
+    python benchmarks/monkey_speed.py                   # 256 px, CPU fp32 (CUDA fp16 when present)
+    python benchmarks/monkey_speed.py --pairs 5 --size 512
+
+Timings interleave the methods (ABBA order) and report medians, because other processes may share
+the CPU; the load average is recorded with the figures. Peak memory on CPU is the process's resident
+set, sampled every 2 ms, with glibc's mmap threshold fixed so freed tensors leave the RSS (the script
+re-executes itself with MALLOC_MMAP_THRESHOLD_ set); on CUDA it is torch.cuda.max_memory_allocated.
+Writes results/benchmarks/monkey_speed.json and .md.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"time_ratio": 1.40, "record_overhead": 0.03, "memory_ratio": 1.10}
+PROMPT = "dog on top of a wooden floor"
+
+if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
+
+import diffusers  # noqa: E402
+import psutil  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from monkey.adapter.control import StepController, StepPlan, StopSampling  # noqa: E402
+from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402
+from monkey.adapter.settings import MonkeySettings  # noqa: E402
+from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer  # noqa: E402
+
+CROSS_DIM, IMAGE_EMBED_DIM, IMAGE_TOKENS = 768, 1024, 4
+
+
+def build_pipeline(folder: Path, device: torch.device, dtype: torch.dtype) -> diffusers.DiffusionPipeline:
+    """LCM Dreamshaper v7's architecture with random weights and an IP-Adapter loaded by load_ip_adapter."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=96,
+        block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=CROSS_DIM,
+        time_cond_proj_dim=256,
+        attention_head_dim=8,
+        layers_per_block=2,
+    )
+    vae = diffusers.AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+    )
+    write_tiny_clip_tokenizer(folder / "tokenizer", PROMPT.split())
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    text_encoder = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=CROSS_DIM,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            max_position_embeddings=77,
+            projection_dim=CROSS_DIM,
+            hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = diffusers.LCMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=True,
+        original_inference_steps=50,
+    )
+    pipe = diffusers.LatentConsistencyModelPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    write_ip_adapter(unet, folder / "ip_adapter" / "models" / "ip-adapter_sd15.safetensors")
+    pipe.load_ip_adapter(
+        str(folder / "ip_adapter"),
+        subfolder="models",
+        weight_name="ip-adapter_sd15.safetensors",
+        image_encoder_folder=None,
+    )
+    pipe.to(device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_ip_adapter(unet: diffusers.UNet2DConditionModel, path: Path) -> None:
+    """h94's layout and shapes: image_proj (1024 -> 4 x 768 tokens), to_k_ip/to_v_ip per attn2."""
+    generator = torch.Generator().manual_seed(1)
+    state = {
+        "image_proj.proj.weight": torch.randn(IMAGE_TOKENS * CROSS_DIM, IMAGE_EMBED_DIM, generator=generator) * 0.02,
+        "image_proj.proj.bias": torch.zeros(IMAGE_TOKENS * CROSS_DIM),
+        "image_proj.norm.weight": torch.ones(CROSS_DIM),
+        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
+    }
+    for index, name in enumerate(unet.attn_processors):
+        if name.endswith("attn2.processor"):
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            for key in ("to_k_ip", "to_v_ip"):
+                state[f"ip_adapter.{index}.{key}.weight"] = torch.randn(hidden, CROSS_DIM, generator=generator) * 0.02
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
+
+
+class PeakMemory:
+    """Peak memory of one call: CUDA allocator peak, or the process RSS sampled by a thread."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.process = psutil.Process()
+
+    def measure(self, fn: Callable[[], Any]) -> dict[str, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+            return {"peak_mib": peak / 2**20, "above_start_mib": (peak - before) / 2**20}
+        before = self.process.memory_info().rss
+        peak = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], self.process.memory_info().rss)
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            fn()
+        finally:
+            done.set()
+            thread.join()
+        peak[0] = max(peak[0], self.process.memory_info().rss)
+        return {"peak_mib": peak[0] / 2**20, "above_start_mib": (peak[0] - before) / 2**20}
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    a: Callable[[], Any], b: Callable[[], Any], pairs: int, device: torch.device, label: str
+) -> list[tuple[float, float]]:
+    """ABBA order, so a drifting machine load hits both sides alike."""
+    results = []
+    for index in range(pairs):
+        if index % 2 == 0:
+            ta, tb = timed(a, device), timed(b, device)
+        else:
+            tb, ta = timed(b, device), timed(a, device)
+        results.append((ta, tb))
+        print(f"  {label} pair {index + 1}/{pairs}: {ta:.2f} s vs {tb:.2f} s (ratio {ta / tb:.3f})", flush=True)
+    return results
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info = {
+        "platform": platform.platform(),
+        "processor": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved MONKEY/IP-Adapter pairs (>= 3)")
+    parser.add_argument("--record-pairs", type=int, default=5, help="interleaved pass-1 pairs with/without recording")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "monkey_speed.json")
+    args = parser.parse_args()
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    )
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    torch.set_flush_denormal(True)
+    load_start = os.getloadavg()
+
+    settings = MonkeySettings()  # the paper's defaults: 4-step pass 1 stopping after step 2, 8-step pass 2
+    with tempfile.TemporaryDirectory(prefix="monkey-bench-speed-") as folder:
+        print(f"building LCM Dreamshaper v7-shaped pipeline with random weights on {device} ({dtype}) ...", flush=True)
+        pipe = build_pipeline(Path(folder), device, dtype)
+    sampler = MonkeySampler(pipe, settings)
+    embeds = torch.randn(1, 1, IMAGE_EMBED_DIM, generator=torch.Generator().manual_seed(2)).to(device, dtype)
+    batch = SubjectBatch([PROMPT], [0], embeds, args.size, args.size)
+    text = sampler.encode_text(batch)
+    masks_info: list[dict[str, Any]] = []
+
+    def ip_adapter() -> Any:
+        pipe.set_ip_adapter_scale(1.0)
+        return pipe(
+            prompt=[PROMPT],
+            height=args.size,
+            width=args.size,
+            num_inference_steps=settings.final_steps,
+            guidance_scale=settings.guidance_scale,
+            generator=batch.generators(),
+            ip_adapter_image_embeds=[embeds],
+            output_type="pil",
+        )
+
+    def monkey() -> Any:
+        output = sampler(batch)
+        masks_info.append(output.masks[0].info())
+        return output
+
+    record_seconds: list[float] = []
+
+    def pass1_recording() -> None:
+        record_seconds.append(sampler.record(batch, text, timed=True).record_seconds)
+
+    def pass1_plain() -> None:
+        """The same truncated pass 1, with no capture processors installed."""
+        plan = lambda step: StepPlan(ip_scale=settings.initial_scale)  # noqa: E731
+        control = StepController(pipe.unet, plan, 1, stop_after=settings.last_capture_step)
+        with control, contextlib.suppress(StopSampling):
+            pipe(
+                **sampler.call_kwargs(batch, text),
+                num_inference_steps=settings.initial_steps,
+                output_type="latent",
+                callback_on_step_end=control.after_step,
+            )
+
+    print("warm-up ...", flush=True)
+    monkey()
+    ip_adapter()
+    memory = PeakMemory(device)
+    peak = {"ip_adapter": memory.measure(ip_adapter), "monkey": memory.measure(monkey)}
+    print(f"peak memory: {peak}", flush=True)
+    print("timing MONKEY vs IP-Adapter ...", flush=True)
+    pairs = interleaved(monkey, ip_adapter, args.pairs, device, "monkey/ip_adapter")
+    print("timing pass 1 with vs without recording ...", flush=True)
+    record_seconds.clear()
+    pass1_pairs = interleaved(pass1_recording, pass1_plain, args.record_pairs, device, "pass1 record/plain")
+    load_end = os.getloadavg()
+
+    ratio = statistics.median(a / b for a, b in pairs)
+    overhead_ab = statistics.median(a / b - 1 for a, b in pass1_pairs)
+    overhead_direct = statistics.median(s / (a - s) for s, (a, _) in zip(record_seconds, pass1_pairs, strict=True))
+    memory_ratio = peak["monkey"]["peak_mib"] / peak["ip_adapter"]["peak_mib"]
+    figures = {
+        "monkey_s_median": statistics.median(a for a, _ in pairs),
+        "ip_adapter_s_median": statistics.median(b for _, b in pairs),
+        "time_ratio_median": ratio,
+        "unet_evaluation_floor": (settings.last_capture_step + 1 + settings.final_steps) / settings.final_steps,
+        "pass1_recording_s_median": statistics.median(a for a, _ in pass1_pairs),
+        "pass1_plain_s_median": statistics.median(b for _, b in pass1_pairs),
+        "record_overhead_ab_median": overhead_ab,
+        "record_overhead_direct_median": overhead_direct,
+        "record_seconds_median": statistics.median(record_seconds),
+        "peak_memory": peak,
+        "memory_ratio": memory_ratio,
+        "pairs_s": pairs,
+        "pass1_pairs_s": pass1_pairs,
+        "mask_info": masks_info[-1],
+    }
+    verdict = {
+        "time_ratio": {"target": TARGETS["time_ratio"], "value": ratio, "pass": ratio <= TARGETS["time_ratio"]},
+        "record_overhead": {
+            "target": TARGETS["record_overhead"],
+            "value": overhead_direct,
+            "pass": overhead_direct <= TARGETS["record_overhead"],
+            "note": "judged on the time measured inside the recording code; the A/B figure is also given",
+        },
+        "memory_ratio": {
+            "target": TARGETS["memory_ratio"],
+            "value": memory_ratio,
+            "pass": memory_ratio <= TARGETS["memory_ratio"],
+        },
+    }
+    record = {
+        "benchmark": "monkey_speed",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": load_end},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
+        "settings": {
+            "model": "LCM Dreamshaper v7 architecture, random weights; h94 SD1.5 IP-Adapter shapes",
+            "size": args.size,
+            "dtype": str(dtype).removeprefix("torch."),
+            "pairs": args.pairs,
+            "record_pairs": args.record_pairs,
+            "monkey": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+            "ip_adapter": {"scale": 1.0, "steps": settings.final_steps, "guidance_scale": settings.guidance_scale},
+            "env": {MMAP_ENV: os.environ.get(MMAP_ENV)},
+        },
+        "figures": figures,
+        "targets": verdict,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(record))
+    print(args.out.with_suffix(".md").read_text())
+
+
+def markdown(record: dict[str, Any]) -> str:
+    f, t, m = record["figures"], record["targets"], record["machine"]
+    mark = lambda ok: "pass" if ok else "MISS"  # noqa: E731
+    peak = f["peak_memory"]
+    return "\n".join(
+        [
+            "# MONKEY speed and memory (benchmarks/monkey_speed.py)",
+            "",
+            f"{record['created']}, commit {record['git_commit']}; {m['processor']}, {m['logical_cpus']} logical CPUs, "
+            f"{m['memory_gib']} GiB, device {m['device']}; torch {record['versions']['torch']}, diffusers "
+            f"{record['versions']['diffusers']}. Load average at start {m['load_average_start']}, at end "
+            f"{m['load_average_end']} (other processes shared the CPU: absolute times are inflated; "
+            "the methods were interleaved).",
+            "",
+            f"LCM Dreamshaper v7 architecture with random weights, {record['settings']['size']} px, "
+            f"{record['settings']['dtype']}, {record['settings']['pairs']} interleaved pairs (medians).",
+            "",
+            "| figure | value | target | |",
+            "|---|---|---|---|",
+            f"| MONKEY / IP-Adapter wall time per image | {f['time_ratio_median']:.3f} "
+            f"({f['monkey_s_median']:.2f} s / {f['ip_adapter_s_median']:.2f} s) | <= {t['time_ratio']['target']} "
+            f"(floor {f['unet_evaluation_floor']:.3f}) | {mark(t['time_ratio']['pass'])} |",
+            "| recording overhead on pass 1 (measured inside the recorder) | "
+            f"{100 * f['record_overhead_direct_median']:.3f} % "
+            f"({1000 * f['record_seconds_median']:.1f} ms of {f['pass1_recording_s_median']:.2f} s) | <= "
+            f"{100 * t['record_overhead']['target']:.0f} % | {mark(t['record_overhead']['pass'])} |",
+            f"| recording overhead on pass 1 (A/B, pass with vs without capture) | "
+            f"{100 * f['record_overhead_ab_median']:.2f} % | (noise of a shared CPU) | |",
+            f"| peak memory MONKEY / IP-Adapter | {f['memory_ratio']:.3f} ({peak['monkey']['peak_mib']:.0f} / "
+            f"{peak['ip_adapter']['peak_mib']:.0f} MiB; above the loaded model: "
+            f"{peak['monkey']['above_start_mib']:.0f} / "
+            f"{peak['ip_adapter']['above_start_mib']:.0f} MiB) | <= {t['memory_ratio']['target']} | "
+            f"{mark(t['memory_ratio']['pass'])} |",
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Recording the image tokens' attention at chosen attn2 layers and steps.
+
+`CaptureIPAttnProcessor` subclasses diffusers' IP-Adapter processor, so `set_ip_adapter_scale`,
+`unload_ip_adapter` and `ip_adapter_masks` keep working on it, and returns exactly the stock output
+(it calls the stock `__call__`). When its recorder is on, it additionally computes
+softmax(Q K_ip^T * attn.scale) in fp32 over the image tokens, averaged over heads, for the rows of
+the conditional half only. It is installed only on the configured layers, sharing the stock
+processor's `to_k_ip`/`to_v_ip` modules, and the stock processors come back on exit.
+"""
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
+
+from monkey.errors import ConfigError
+
+
+def map_key(layer: str, step: int) -> str:
+    """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict)."""
+    return f"{layer}@{step}"
+
+
+class AttentionRecorder:
+    """Collects one map per (layer, step): [items, H*W, n_image_tokens] fp32.
+
+    The sampling-loop controller tells it, before each UNet evaluation, which step runs and which
+    attention-batch rows hold the conditional half; processors only ask `active` and `add`."""
+
+    def __init__(self, layers: Sequence[str], steps: Sequence[int], timed: bool = False):
+        self.layers = tuple(layers)
+        self.steps = frozenset(steps)
+        self.maps: dict[str, torch.Tensor] = {}
+        self.step: int | None = None  # the step being recorded now, None when off
+        self.rows = slice(None)  # attention-batch rows to record (the conditional half under CFG)
+        self.timed = timed  # accumulate `seconds` (synchronising CUDA), for the benchmark
+        self.seconds = 0.0
+
+    def begin_step(self, step: int | None, rows: slice) -> None:
+        self.step = step if step in self.steps else None
+        self.rows = rows
+
+    def end(self) -> None:
+        self.step = None
+
+    @property
+    def active(self) -> bool:
+        return self.step is not None
+
+    def add(self, layer: str, probs: torch.Tensor) -> None:
+        key = map_key(layer, self.step)
+        if key in self.maps:
+            raise RuntimeError(f"attention map {key} recorded twice: the layer ran twice in one step")
+        self.maps[key] = probs
+
+    def missing(self) -> list[str]:
+        expected = [map_key(layer, step) for layer in self.layers for step in sorted(self.steps)]
+        return [key for key in expected if key not in self.maps]
+
+
+def query_input(attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+    """The tensor the stock processor feeds to `attn.to_q`, prepared the same way: [B, HW, C]."""
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    if hidden_states.ndim == 4:
+        batch, channels, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states
+
+
+class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
+    """The stock IP-Adapter processor plus an optional record of its image-token attention."""
+
+    def __init__(self, stock: IPAdapterAttnProcessor2_0, layer: str, recorder: AttentionRecorder):
+        super().__init__(stock.hidden_size, stock.cross_attention_dim, list(stock.num_tokens), list(stock.scale))
+        # carry the stock weights by sharing the very modules: no copy, same device and dtype
+        self.to_k_ip = stock.to_k_ip
+        self.to_v_ip = stock.to_v_ip
+        self.layer = layer
+        self.recorder = recorder
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        scale: float = 1.0,
+        ip_adapter_masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        output = super().__call__(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale, ip_adapter_masks
+        )
+        if self.recorder.active:
+            start = time.perf_counter()
+            self.recorder.add(self.layer, self.image_token_probs(attn, hidden_states, encoder_hidden_states, temb))
+            if self.recorder.timed:
+                if hidden_states.is_cuda:
+                    torch.cuda.synchronize(hidden_states.device)
+                self.recorder.seconds += time.perf_counter() - start
+        return output
+
+    @torch.no_grad()
+    def image_token_probs(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: tuple[torch.Tensor, list[torch.Tensor]],
+        temb: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """softmax(Q K_ip^T * attn.scale) over the first adapter's image tokens, head-averaged: [b, HW, T]."""
+        if not isinstance(encoder_hidden_states, tuple):
+            raise RuntimeError(f"{self.layer}: expected (text, image) hidden states from an IP-Adapter UNet")
+        rows = self.recorder.rows
+        ip_tokens = encoder_hidden_states[1][0][rows]  # [b, num_images, T, D]
+        if ip_tokens.shape[1] != 1:
+            raise ConfigError(f"MONKEY records one subject image per item; got {ip_tokens.shape[1]} images per item")
+        temb_rows = temb[rows] if temb is not None else None
+        query = attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()  # [b, HW, C]
+        key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).float()  # [b, T, C]
+        batch, heads = query.shape[0], attn.heads
+        head_dim = query.shape[-1] // heads
+        query = query.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, HW, d]
+        key = key.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, T, d]
+        scores = (query @ key.transpose(-1, -2)) * attn.scale  # [b, heads, HW, T]
+        return scores.softmax(dim=-1).mean(dim=1)  # [b, HW, T]
+
+
+def attn2_layers(unet: UNet2DConditionModel) -> list[str]:
+    """Names of the cross-attention modules that carry an IP-Adapter processor."""
+    return [
+        name.removesuffix(".processor")
+        for name, processor in unet.attn_processors.items()
+        if name.endswith("attn2.processor") and isinstance(processor, IPAdapterAttnProcessor2_0)
+    ]
+
+
+def num_image_tokens(unet: UNet2DConditionModel) -> int:
+    processors = [p for p in unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+    if not processors:
+        raise ConfigError("the pipeline has no IP-Adapter loaded (model.ip_adapter is required for MONKEY)")
+    return int(processors[0].num_tokens[0])
+
+
+@contextmanager
+def capture_processors(unet: UNet2DConditionModel, recorder: AttentionRecorder) -> Iterator[None]:
+    """Install recording processors on the recorder's layers only; put the stock ones back on exit."""
+    stock: dict[str, IPAdapterAttnProcessor2_0] = {}
+    try:
+        for layer in recorder.layers:
+            attn = unet.get_submodule(layer)
+            if not isinstance(attn.processor, IPAdapterAttnProcessor2_0):
+                raise ConfigError(
+                    f"layer {layer} has processor {type(attn.processor).__name__}, not diffusers' "
+                    "IPAdapterAttnProcessor2_0 (load the IP-Adapter with load_ip_adapter on torch >= 2)"
+                )
+            stock[layer] = attn.processor
+            attn.set_processor(CaptureIPAttnProcessor(attn.processor, layer, recorder))
+        yield
+    finally:
+        for layer, processor in stock.items():
+            unet.get_submodule(layer).set_processor(processor)

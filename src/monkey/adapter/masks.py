@@ -1,0 +1,119 @@
+"""From recorded attention maps to one subject mask per item.
+
+A pass-1 record is a plain tensor dict per item, `"<layer>@<step>" -> [h, w, T]` (the layer's grid,
+all T image tokens), so a cached record serves every token, threshold or combine rule. Extraction:
+select the token; bring every layer to the finest recorded grid; average the layers; combine the
+steps (`mean`: average, normalise, threshold, as the paper; `union`: normalise and threshold each
+step, then OR, as the reference code's clipped sum); min-max normalise; threshold or keep soft.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from monkey.adapter.capture import map_key
+from monkey.adapter.settings import MonkeySettings
+from monkey.errors import MonkeyError
+
+# A map whose max - min is below this (probabilities in [0, 1]) carries no spatial information.
+DEGENERATE_SPAN = 1e-6
+
+
+class DegenerateMaskError(MonkeyError):
+    """The recorded map is constant or not finite and method.degenerate=error."""
+
+
+def layer_grid(num_queries: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The (h, w) grid of a layer with `num_queries` positions: the latent grid halved, rounding up as
+    the UNet's stride-2 convolutions do, until the sizes match. Works for non-square images."""
+    height, width = latent_hw
+    while height * width > num_queries and (height > 1 or width > 1):
+        height, width = -(-height // 2), -(-width // 2)
+    if height * width != num_queries:
+        raise ValueError(f"{num_queries} attention positions match no downsampling of the {latent_hw} latent grid")
+    return height, width
+
+
+def to_grid(flat: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """[HW, T] -> [h, w, T] on the layer's grid."""
+    height, width = layer_grid(flat.shape[0], latent_hw)
+    return flat.reshape(height, width, flat.shape[1])
+
+
+def resize(maps: torch.Tensor, size: tuple[int, int], soft: bool = False) -> torch.Tensor:
+    """[..., h, w] -> [..., H, W]; nearest keeps hard masks binary and coarse cells whole."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    lead = maps.shape[:-2]
+    flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    if soft:
+        out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    else:
+        out = F.interpolate(flat, size=size, mode="nearest")
+    return out.reshape(*lead, *size)
+
+
+def step_maps(
+    record: Mapping[str, torch.Tensor], layers: tuple[str, ...], steps: tuple[int, ...], token: int
+) -> torch.Tensor:
+    """The selected token's map per step, layers averaged on the finest of their grids: [S, h, w]."""
+    missing = [map_key(layer, step) for layer in layers for step in steps if map_key(layer, step) not in record]
+    if missing:
+        raise KeyError(f"pass-1 record lacks maps {missing}; it holds {sorted(record)}")
+    grids = {layer: tuple(record[map_key(layer, steps[0])].shape[:2]) for layer in layers}
+    finest = max(grids.values(), key=lambda hw: hw[0] * hw[1])
+    per_step = []
+    for step in steps:
+        layer_maps = [resize(record[map_key(layer, step)][..., token].float(), finest) for layer in layers]
+        per_step.append(torch.stack(layer_maps).mean(dim=0))
+    return torch.stack(per_step)  # [S, h, w]
+
+
+def min_max(values: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Normalise to [0, 1]; a constant or non-finite map is degenerate and comes back as zeros."""
+    if not bool(torch.isfinite(values).all()):
+        return torch.zeros_like(values), True
+    low, high = values.min(), values.max()
+    span = float(high - low)
+    if span <= DEGENERATE_SPAN:
+        return torch.zeros_like(values), True
+    return (values - low) / span, False
+
+
+@dataclass
+class ItemMask:
+    mask: torch.Tensor  # [h, w] in [0, 1] on the finest recorded grid; {0, 1} unless soft
+    attention: torch.Tensor  # [h, w] the combined normalised map before thresholding
+    degenerate: bool  # the map was constant or not finite
+    fallback: str | None  # what replaced a degenerate mask ("full"), else None
+
+    def info(self) -> dict[str, object]:
+        return {
+            "mask_degenerate": self.degenerate,
+            "mask_fallback": self.fallback,
+            "mask_area": round(float(self.mask.float().mean()), 6),
+        }
+
+
+def extract_mask(record: Mapping[str, torch.Tensor], settings: MonkeySettings, label: str = "") -> ItemMask:
+    maps = step_maps(record, settings.layers, settings.capture_steps, settings.token)  # [S, h, w]
+    if settings.combine == "mean":
+        attention, degenerate = min_max(maps.mean(dim=0))
+        mask = attention if settings.soft else (attention > settings.threshold).float()
+    else:  # union
+        normalised = [min_max(step_map) for step_map in maps]
+        degenerate = any(bad for _, bad in normalised)
+        stacked = torch.stack([values for values, _ in normalised])  # [S, h, w]
+        attention = stacked.max(dim=0).values
+        mask = attention if settings.soft else (stacked > settings.threshold).any(dim=0).float()
+    if not degenerate:
+        return ItemMask(mask=mask, attention=attention, degenerate=False, fallback=None)
+    if settings.degenerate == "error":
+        raise DegenerateMaskError(
+            f"{label or 'item'}: the attention map of token {settings.token} at layers {list(settings.layers)}, "
+            f"steps {list(settings.capture_steps)} is constant or not finite, so it gives no mask "
+            "(method.degenerate=full uses the full mask instead and flags the item in the manifest)"
+        )
+    return ItemMask(mask=torch.ones_like(mask), attention=attention, degenerate=True, fallback="full")

@@ -1,0 +1,53 @@
+"""MONKEY as a harness Method: conf/method/monkey.yaml's knobs in, images plus masks out."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from monkey.adapter.artifacts import item_artifacts
+from monkey.adapter.sampler import MonkeySampler, SubjectBatch
+from monkey.adapter.settings import MonkeySettings
+from monkey.errors import ConfigError
+from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
+from monkey.models.profiles import Runtime, load_pipeline
+from monkey.subject_embeds import SubjectEmbedder
+
+
+class MonkeyMethod(Method):
+    def __init__(self, name: str, runtime: Runtime, **knobs: Any):
+        super().__init__(name, runtime)
+        self.settings = MonkeySettings(**knobs)
+        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.sampler = MonkeySampler(self.pipe, self.settings)
+        self.embedder = SubjectEmbedder(self.pipe)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return generate_per_source(requests, self.generate_one_subject)
+
+    def generate_one_subject(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        sizes = {(r.height, r.width) for r in requests}
+        if len(sizes) != 1:
+            raise ConfigError(f"one MONKEY batch must share one image size, got {sorted(sizes)}")
+        height, width = sizes.pop()
+        batch = SubjectBatch(
+            prompts=[r.prompt for r in requests],
+            seeds=[r.seed for r in requests],
+            image_embeds=self.embedder.batch([requests[0].item.source]),  # [1, 1, D]
+            height=height,
+            width=width,
+        )
+        output = self.sampler(batch, labels=[r.item.item_id for r in requests])
+        latent_hw = self.sampler.latent_hw(batch)
+        pass1_images = output.pass1.images if output.pass1 is not None and output.pass1.images else None
+        results = []
+        for index, image in enumerate(output.images):
+            item_mask = output.masks[index]
+            artifacts = item_artifacts(
+                image,
+                item_mask,
+                output.image_masks[index],
+                latent_hw,
+                self.settings.soft,
+                pass1_images[index] if pass1_images else None,
+            )
+            results.append(GenerationResult(image=image, artifacts=artifacts, info=item_mask.info()))
+        return results

@@ -1,0 +1,101 @@
+"""MONKEY's knobs in one frozen record, validated when a method is built, not mid-run.
+
+Steps are 0-based indices of the pipeline's sampling loop (`for i, t in enumerate(timesteps)`).
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from monkey.errors import ConfigError
+
+PAPER_LAYER = "up_blocks.1.attentions.1.transformer_blocks.0.attn2"
+COMBINE_RULES = ("mean", "union")
+DEGENERATE_POLICIES = ("full", "error")
+
+
+def step_tuple(key: str, steps: Iterable[int]) -> tuple[int, ...]:
+    """Sorted unique non-negative step indices."""
+    try:
+        values = sorted({int(step) for step in steps})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"method.{key}={steps!r} must be a list of integers (0-based sampling-loop steps)") from err
+    if any(step < 0 for step in values):
+        raise ConfigError(f"method.{key}={values} has negative steps; steps are 0-based sampling-loop indices")
+    return tuple(values)
+
+
+def check_range(key: str, steps: tuple[int, ...], loop_steps: int, steps_key: str, num_steps: int) -> None:
+    outside = [step for step in steps if step >= loop_steps]
+    if outside:
+        raise ConfigError(
+            f"method.{key} has steps {outside} outside the range 0..{loop_steps - 1}: the sampling loop runs "
+            f"{loop_steps} steps for {steps_key}={num_steps}"
+        )
+
+
+@dataclass(frozen=True)
+class MonkeySettings:
+    # mask pass (pass 1)
+    layers: tuple[str, ...] = (PAPER_LAYER,)  # attn2 layers whose maps are averaged
+    token: int = 1  # image token whose attention is the subject (0-based, of the adapter's 4)
+    capture_steps: tuple[int, ...] = (1, 2)
+    initial_steps: int = 4
+    initial_scale: float = 1.0  # IP-Adapter scale in pass 1
+    # mask extraction
+    combine: str = "mean"  # mean: average maps, then threshold (paper); union: OR of thresholded maps (reference code)
+    threshold: float = 0.5
+    soft: bool = False  # keep the normalised map as the mask instead of thresholding
+    degenerate: str = "full"  # constant or NaN map: "full" mask + a manifest flag, or "error"
+    # final pass (pass 2)
+    final_steps: int = 8
+    ip_steps: tuple[int, ...] = (2, 3, 4, 5)  # steps where the IP-Adapter acts at ip_scale; 0 elsewhere
+    mask_steps: tuple[int, ...] = (2, 3, 4, 5)  # steps where its output is multiplied by the mask
+    ip_scale: float = 1.0
+    # both passes
+    guidance_scale: float = 8.5
+    save_pass1_image: bool = False  # run pass 1 to the end and decode it (costs the full pass)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str) or not self.layers:
+            raise ConfigError(f"method.layers={self.layers!r} must be a non-empty list of attn2 layer names")
+        object.__setattr__(self, "layers", tuple(dict.fromkeys(str(layer) for layer in self.layers)))
+        for key in ("initial_steps", "final_steps"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"method.{key}={getattr(self, key)!r} must be at least 1")
+        if not self.capture_steps:
+            raise ConfigError("method.capture_steps is empty: pass 1 must record at least one step")
+        for key in ("capture_steps", "ip_steps", "mask_steps"):
+            object.__setattr__(self, key, step_tuple(key, getattr(self, key)))
+        if self.combine not in COMBINE_RULES:
+            raise ConfigError(f"method.combine={self.combine!r} is not allowed; choose one of {list(COMBINE_RULES)}")
+        if self.degenerate not in DEGENERATE_POLICIES:
+            raise ConfigError(
+                f"method.degenerate={self.degenerate!r} is not allowed; choose one of {list(DEGENERATE_POLICIES)}"
+            )
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ConfigError(f"method.threshold={self.threshold!r} must lie in [0, 1] (maps are min-max normalised)")
+        if int(self.token) < 0:
+            raise ConfigError(f"method.token={self.token!r} must be a 0-based image-token index")
+
+    @property
+    def last_capture_step(self) -> int:
+        return self.capture_steps[-1]
+
+    def check_model(
+        self, attn2_layers: Sequence[str], num_image_tokens: int, initial_loop_steps: int, final_loop_steps: int
+    ) -> None:
+        """Checks that need the loaded pipeline: layer names, the token index, and the step ranges
+        (a loop may run more steps than asked: PNDM runs N + 1 for N)."""
+        check_range("capture_steps", self.capture_steps, initial_loop_steps, "initial_steps", self.initial_steps)
+        check_range("ip_steps", self.ip_steps, final_loop_steps, "final_steps", self.final_steps)
+        check_range("mask_steps", self.mask_steps, final_loop_steps, "final_steps", self.final_steps)
+        unknown = [layer for layer in self.layers if layer not in attn2_layers]
+        if unknown:
+            raise ConfigError(
+                f"method.layers has unknown layer(s) {unknown}; the model's attn2 layers are: {list(attn2_layers)}"
+            )
+        if self.token >= num_image_tokens:
+            raise ConfigError(
+                f"method.token={self.token} is outside 0..{num_image_tokens - 1} "
+                f"(the IP-Adapter has {num_image_tokens} image tokens)"
+            )
