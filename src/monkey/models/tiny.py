@@ -102,9 +102,14 @@ PIPELINES = {
     "sd": "StableDiffusionPipeline",
     "sd14": "StableDiffusionPipeline",
 }
-# Per-family UNet changes. sd14 keeps SD1.x's transformer-block layout (layers_per_block 2: down 0-5,
-# mid 6, up 7-15), so block indices such as MasaCtrl's start layer 10 mean the same blocks as in the real model.
-UNET_CHANGES: dict[str, dict[str, Any]] = {"lcm": {"time_cond_proj_dim": 32}, "sd": {}, "sd14": {"layers_per_block": 2}}
+# Per-family UNet changes. lcm and sd14 keep SD1.x's transformer-block layout (layers_per_block 2: down 0-5,
+# mid 6, up 7-15), so the 16 attn2 layer names (MONKEY's layer sweep) and block indices (MasaCtrl's start
+# layer 10) mean the same blocks as in the real models.
+UNET_CHANGES: dict[str, dict[str, Any]] = {
+    "lcm": {"time_cond_proj_dim": 32, "layers_per_block": 2},
+    "sd": {},
+    "sd14": {"layers_per_block": 2},
+}
 EXTRA_WORDS = ("a", "photo", "of", "the", "character", "in", "on", "with", "and")
 
 
