@@ -25,9 +25,10 @@ from monkey.methods.presets import method_spec
 from monkey.runner import plan_from_config
 
 MID = "mid_block.attentions.0.transformer_blocks.0.attn2"
-SMALL = ("generation.height=64", "generation.width=64")
+SMALL = ("generation.height=64", "generation.width=64", "method.initial_steps=3")  # pass 1: steps 0..2
 # the paper layer by a unique prefix, and the mid block (a 2x2 and a 1x1 grid at 64 px)
-FIGURE = (*SMALL, "subject=dog", "prompt_index=1", "layers=[up_blocks.1.attentions.1,mid_block.attentions.0]")
+CHOICES = ("subject=dog", "prompt_index=1", "layers=[up_blocks.1.attentions.1,mid_block.attentions.0]")
+FIGURE = (*SMALL, *CHOICES)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_image_token_panels_equal_monkeys_own_pass1_record(figure):
     item = next(i for i in plan_from_config(cfg) if i.item_id == figure.about["item_id"])
     assert (figure.maps.seed, figure.maps.prompt) == (item.seed, item.prompt)  # the run's seed and prompt
     method = monkey_method(cfg, method_spec(cfg))
-    settings = MonkeySettings(layers=[PAPER_LAYER, MID], capture_steps=[1, 2], save_pass1_image=True)
+    settings = MonkeySettings(layers=[PAPER_LAYER, MID], capture_steps=[1, 2], initial_steps=3, save_pass1_image=True)
     batch = SubjectBatch([item.prompt], [item.seed], method.embedder.batch([item.source]), 64, 64)
     pass1 = MonkeySampler(method.pipe, settings).record(batch)
     for panel in (p for p in figure.panels if p.kind == "token"):
@@ -99,7 +100,7 @@ def test_text_maps_equal_a_hand_softmax_and_sum_to_one():
         figure = make_attention_figure(cfg, method)
     finally:
         handle.remove()
-    assert len(attn_inputs) == 4  # pass 1 ran to its end (4 steps)
+    assert len(attn_inputs) == 3  # pass 1 ran to its end (method.initial_steps=3)
     hidden, text = attn_inputs[2]
     expected = hand_text_probs(attn, hidden, text)[0].reshape(2, 2, -1)  # [2, 2, 77]
     recorded = figure.maps.text_maps[map_key(PAPER_LAYER, 2)]
@@ -175,7 +176,7 @@ def test_rows_of_layers_average_their_steps(figure):
     [
         ("layers=[up_blocks.1.attentions.9]", r"names no attn2 layer.*allowed .*down_blocks\.0\.attentions\.0"),
         ("layers=[up_blocks.1]", r"names 3 attn2 layer.*allowed"),
-        ("steps=[1,4]", r"allowed are 0\.\.3.*method\.initial_steps=4"),
+        ("steps=[1,3]", r"allowed are 0\.\.2.*method\.initial_steps=3"),
         ("words=[dog,cat]", r"\['cat'\].*allowed: \['@sot', 'dog', 'in', 'the', 'snow', '@eot'\]"),
         ("tokens=[1,4]", r"\[4\]; allowed: 0\.\.3"),
         ("rows=steps", r"rows='steps'.*\['pairs', 'layers'\]"),
@@ -186,8 +187,9 @@ def test_rows_of_layers_average_their_steps(figure):
     ],
 )
 def test_bad_choices_name_the_allowed_values(override, message):
+    base = CHOICES if override.startswith("method=") else FIGURE  # other methods have no initial_steps
     with pytest.raises(ConfigError, match=message):
-        make_attention_figure(attention_config([*FIGURE, override]))
+        make_attention_figure(attention_config([*base, override]))
 
 
 def test_command_writes_png_pdf_and_json(tmp_path, caplog):

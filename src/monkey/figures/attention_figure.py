@@ -32,6 +32,7 @@ from monkey.figures.grid import (
     build_panels,
     check_choice,
     draw_grid,
+    figure_png,
     save_figure,
 )
 from monkey.figures.words import prompt_words, select_words
@@ -106,13 +107,13 @@ class AttentionFigure:
     def draw(self) -> Figure:
         return draw_grid(self.maps, self.subject, self.panels, **self.style)
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows the grid when a cell ends with the figure, whatever matplotlib's backend."""
+        return figure_png(self.draw())
+
     def save(self, stem: Path) -> list[Path]:
         """<stem>.png, <stem>.pdf and <stem>.json (what each row and column is)."""
-        fig = self.draw()
-        try:
-            paths = save_figure(fig, Path(stem))
-        finally:
-            fig.clf()
+        paths = save_figure(self.draw(), Path(stem))
         sidecar = Path(stem).parent / f"{Path(stem).name}.json"
         atomic_write_bytes(sidecar, json.dumps(self.describe(), indent=2).encode())
         return [*paths, sidecar]

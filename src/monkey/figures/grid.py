@@ -8,14 +8,11 @@ MONKEY normalises its mask map), so each panel shows where its token attends mos
 every word panel on one 0..max scale and every image-token panel on another, so panels compare.
 """
 
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -121,9 +118,9 @@ def draw_grid(
     """The grid as a matplotlib figure: one axes per panel, empty cells switched off."""
     n_rows = 1 + max(p.row for p in panels)
     n_columns = 1 + max(p.column for p in panels)
-    fig, axes = plt.subplots(
-        n_rows, n_columns, figsize=(panel_inches * n_columns, panel_inches * n_rows + 0.6), squeeze=False
-    )
+    # a bare Figure, not pyplot: no global backend switch (notebooks keep their inline plots), nothing to close
+    fig = Figure(figsize=(panel_inches * n_columns, panel_inches * n_rows + 0.6))
+    axes = fig.subplots(n_rows, n_columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     image = np.asarray(maps.image.convert("RGB"))
@@ -148,6 +145,12 @@ def draw_grid(
     fig.suptitle(title or f'"{maps.prompt}" (seed {maps.seed})', fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
