@@ -115,6 +115,12 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
                 self.recorder.seconds += time.perf_counter() - start
         return output
 
+    def recorded_query(self, attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        """`attn.to_q` of the recorded rows, their input prepared as the stock processor does, fp32: [b, HW, C]."""
+        rows = self.recorder.rows
+        temb_rows = temb[rows] if temb is not None else None
+        return attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()
+
     @torch.no_grad()
     def image_token_probs(
         self,
@@ -130,8 +136,7 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         ip_tokens = encoder_hidden_states[1][0][rows]  # [b, num_images, T, D]
         if ip_tokens.shape[1] != 1:
             raise ConfigError(f"MONKEY records one subject image per item; got {ip_tokens.shape[1]} images per item")
-        temb_rows = temb[rows] if temb is not None else None
-        query = attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()  # [b, HW, C]
+        query = self.recorded_query(attn, hidden_states, temb)  # [b, HW, C]
         key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).float()  # [b, T, C]
         batch, heads = query.shape[0], attn.heads
         head_dim = query.shape[-1] // heads
@@ -157,8 +162,7 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         text = encoder_hidden_states[0][rows]  # [b, L, D]
         if attn.norm_cross:
             text = attn.norm_encoder_hidden_states(text)
-        temb_rows = temb[rows] if temb is not None else None
-        query = attn.head_to_batch_dim(attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float())
+        query = attn.head_to_batch_dim(self.recorded_query(attn, hidden_states, temb))  # [b * heads, HW, d]
         key = attn.head_to_batch_dim(attn.to_k(text).float())  # [b * heads, L, d]
         batch = text.shape[0]
         if attention_mask is not None:
