@@ -19,7 +19,7 @@ from monkey.errors import ConfigError
 from monkey.figures.attention import AttentionMaps
 from monkey.figures.attention_figure import attention_config, make_attention_figure, monkey_method
 from monkey.figures.cli import main as attention_main
-from monkey.figures.grid import EXTRA_KINDS, MEAN, build_panels
+from monkey.figures.grid import EXTRA_KINDS, MEAN, build_panels, colour_limits
 from monkey.figures.words import END, START, prompt_words, select_words
 from monkey.methods.presets import method_spec
 from monkey.runner import plan_from_config
@@ -171,6 +171,19 @@ def test_rows_of_layers_average_their_steps(figure):
     torch.testing.assert_close(panels[3].map, mean)
 
 
+def test_colour_scales_per_panel_or_shared_by_kind(figure):
+    panels = figure.panels
+    words = [i for i, p in enumerate(panels) if p.kind == "word"]
+    tokens = [i for i, p in enumerate(panels) if p.kind == "token"]
+    own = colour_limits(panels, "panel")
+    for i in words + tokens:
+        low, high = float(panels[i].map.min()), float(panels[i].map.max())
+        assert own[i][0] == low and (own[i][1] == high or (high == low and own[i][1] > low))  # 1x1 grids: constant
+    shared = colour_limits(panels, "shared")
+    assert {shared[i] for i in words} == {(0.0, max(float(panels[i].map.max()) for i in words))}
+    assert {shared[i] for i in tokens} == {(0.0, max(float(panels[i].map.max()) for i in tokens))}
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -193,12 +206,12 @@ def test_bad_choices_name_the_allowed_values(override, message):
 
 
 def test_command_writes_png_pdf_and_json(tmp_path, caplog):
-    stem = tmp_path / "figs" / "dog"
-    overrides = [*FIGURE, "steps=[2]", "rows=layers", "words=[dog,@sot]", "tokens=[1]", "norm=shared"]
-    assert attention_main([*overrides, "--out", str(stem)]) == 0
-    png, pdf = stem.parent / "dog.png", stem.parent / "dog.pdf"
+    overrides = [*FIGURE, "steps=[2]", "rows=layers", "words=[dog,@sot]", "tokens=[1]", "norm=shared", "image_id=00"]
+    assert attention_main([*overrides, f"run.root={tmp_path}"]) == 0  # no --out: beside the run's folders
+    stem = tmp_path / "demo" / "figures" / "attention_dog_p01_s0"
+    png, pdf = stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.pdf"
     assert Image.open(png).size[0] > 300 and pdf.read_bytes().startswith(b"%PDF")
-    about = json.loads((stem.parent / "dog.json").read_text())
+    about = json.loads((stem.parent / f"{stem.name}.json").read_text())
     assert about["item_id"] == "dreambooth/dog/00/p01/s0" and about["prompt"] == "dog in the snow"
     assert about["words"] == {"dog": [1], "@sot": [0]} and about["tokens"] == [1]
     assert [row["layer"] for row in about["rows"]] == [PAPER_LAYER, MID]

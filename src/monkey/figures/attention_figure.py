@@ -65,6 +65,8 @@ def select_item(cfg: DictConfig) -> WorkItem:
     own = [source for source in sources if source.subject == cfg.subject]
     image_ids = [source.image_id for source in own]
     image_id = own[0].image_id if cfg.image_id is None else str(cfg.image_id)
+    if image_id not in image_ids and isinstance(cfg.image_id, int):  # Hydra reads image_id=00 as the int 0
+        image_id = f"{cfg.image_id:02d}"
     if image_id not in image_ids:
         raise ConfigError(f"image_id={cfg.image_id!r} is not an image of {cfg.subject}; allowed: {image_ids}")
     chosen = [source for source in own if source.image_id == image_id]
@@ -79,8 +81,11 @@ def select_item(cfg: DictConfig) -> WorkItem:
     return match[0]
 
 
-def default_stem(cfg: DictConfig, item: WorkItem) -> Path:
-    name = f"attention_{item.source.subject}_p{item.prompt_index:02d}_s{item.seed_index}"
+def output_stem(cfg: DictConfig) -> Path:
+    """`out`, else <run.root>/<run.name>/figures/attention_<subject>_pNN_sK (beside the run's folders)."""
+    if cfg.out:
+        return Path(cfg.out)
+    name = f"attention_{cfg.subject}_p{int(cfg.prompt_index):02d}_s{int(cfg.seed_index)}"
     return Path(cfg.run.root) / cfg.run.name / "figures" / name
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from monkey.cli import quiet_libraries
 from monkey.errors import MonkeyError
-from monkey.figures.attention_figure import attention_config, default_stem, make_attention_figure, select_item
+from monkey.figures.attention_figure import attention_config, make_attention_figure, output_stem
 
 log = logging.getLogger("monkey")
 
@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         cfg = attention_config(args.overrides)
-        stem = args.out or (Path(cfg.out) if cfg.out else default_stem(cfg, select_item(cfg)))
         figure = make_attention_figure(cfg)
-        paths = figure.save(stem)
+        paths = figure.save(args.out or output_stem(cfg))
     except MonkeyError as err:
         log.error("%s", err)
         return 2
