@@ -3,11 +3,17 @@ independently (method.share.pass1=false method.share.pass2_prefix=false). Target
 
 The demo profile (tiny models, the demo's 8 subjects x 4 prompts at 128 px, batches of 4), generate
 stage only, each sweep one `monkey-bench` multirun in a fresh process with its own empty pass-1 and
-prefix caches (the tiny checkpoints are written once beforehand, outside the timing). The layers are
+prefix caches (the tiny checkpoints are written once beforehand, outside the timing). The two are run
+in ABBA order (independent, shared, shared, independent) and the ratio is of the sums, so a change
+in the machine's load during the benchmark weighs on both alike. The layers are
 the paper's Figure 1 layers. Both runs must give byte-identical images, which the script checks.
 
     python benchmarks/sweep_sharing.py                   # writes results/benchmarks/sweep_sharing.{json,md}
     python benchmarks/sweep_sharing.py --subjects 2 --prompts 2 --no-record
+
+`--separate` also times the 16 variants as 16 separate `monkey-bench` runs, each paying its own
+start-up and model load (what running them one by one by hand costs); that figure is reported
+beside the strict one, never instead of it.
 
 Wall time counts the whole process (imports, Hydra, model load, 16 jobs); `generate_s` sums the
 manifests' per-batch times, i.e. the method's work alone. The machine's load average is recorded,
@@ -55,6 +61,19 @@ def sweep_command(root: Path, cache: Path, subjects: int, prompts: int, shared: 
     return command
 
 
+def run_separately(workdir: Path, subjects: int, prompts: int) -> dict[str, Any]:
+    """The 16 variants as 16 single-job processes without sharing."""
+    root = workdir / "separate" / "runs"
+    start = time.perf_counter()
+    for token in range(4):
+        for layer in LAYERS:
+            command = sweep_command(root, workdir / "separate" / "cache", subjects, prompts, shared=False)
+            command = [c for c in command if not c.startswith(("method.layers=", "method.share.record_layers="))]
+            command += ["hydra.mode=RUN", f"method.token={token}", f"method.layers=[{layer}]"]
+            subprocess.run(command, check=True, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"wall_s": round(time.perf_counter() - start, 2), "images": len(manifest_rows(root)), "root": root}
+
+
 def manifest_rows(root: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in sorted(root.rglob("manifest/*.jsonl")) for line in path.open()]
 
@@ -63,8 +82,8 @@ def images(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("images/**/*.png"))}
 
 
-def run_sweep(workdir: Path, subjects: int, prompts: int, shared: bool) -> dict[str, Any]:
-    label = "shared" if shared else "independent"
+def run_sweep(workdir: Path, subjects: int, prompts: int, shared: bool, repeat: int) -> dict[str, Any]:
+    label = f"{'shared' if shared else 'independent'}-{repeat}"
     root, cache = workdir / label / "runs", workdir / label / "cache"
     command = sweep_command(root, cache, subjects, prompts, shared)
     start = time.perf_counter()
@@ -86,6 +105,18 @@ def run_sweep(workdir: Path, subjects: int, prompts: int, shared: bool) -> dict[
     }
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums over the repeats, with each repeat's figures kept."""
+    return {
+        "wall_s": round(sum(run["wall_s"] for run in runs), 2),
+        "generate_s": round(sum(run["generate_s"] for run in runs), 2),
+        "images": runs[0]["images"],
+        "variants": runs[0]["variants"],
+        "sources": runs[0]["sources"],
+        "repeats": runs,
+    }
+
+
 def write_record(record: dict[str, Any]) -> None:
     out = ROOT / "results" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
@@ -96,12 +127,14 @@ def write_record(record: dict[str, Any]) -> None:
         "",
         f"Demo profile (tiny models), {record['settings']['subjects']} subjects x {record['settings']['prompts']} "
         f"prompts = {shared['images'] // shared['variants']} images per variant, {shared['variants']} variants, "
-        f"generate stage, {record['machine']['device']}. Load average at start/end: {record['machine']['load']}.",
+        f"generate stage, {record['machine']['device']}, ABBA order. Load average before and after each run: "
+        f"{record['machine']['load']}.",
         "",
-        "| run | wall (s) | generate (s) | images | pass-1 / prefix sources |",
+        "| run | wall (s), per repeat | generate (s), per repeat | images per repeat | pass-1 / prefix sources |",
         "|---|---|---|---|---|",
         *[
-            f"| {name} | {run['wall_s']} | {run['generate_s']} | {run['images']} | "
+            f"| {name} | {' + '.join(str(r['wall_s']) for r in run['repeats'])} = {run['wall_s']} | "
+            f"{' + '.join(str(r['generate_s']) for r in run['repeats'])} = {run['generate_s']} | {run['images']} | "
             + "; ".join(f"{k}: {v}" for k, v in sorted(run["sources"].items()))
             + " |"
             for name, run in (("independent", independent), ("shared", shared))
@@ -111,7 +144,17 @@ def write_record(record: dict[str, Any]) -> None:
         f"{'pass' if record['wall_ratio'] <= TARGET else 'FAIL'}); generate-time ratio {record['generate_ratio']:.3f}. "
         f"Images byte-identical: {record['identical_images']}.",
         "",
-        "Command: `python benchmarks/sweep_sharing.py`.",
+        *(
+            [
+                f"Against the 16 variants run as 16 separate processes ({record['separate']['wall_s']} s for one "
+                f"repeat, start-up and model load each time): shared / separate = "
+                f"**{record['wall_ratio_vs_separate']:.3f}**.",
+                "",
+            ]
+            if record.get("separate")
+            else []
+        ),
+        "Command: `python benchmarks/sweep_sharing.py --separate`.",
         "",
     ]
     (out / "sweep_sharing.md").write_text("\n".join(lines))
@@ -121,6 +164,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subjects", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--separate", action="store_true", help="also time the variants as separate processes")
     parser.add_argument("--no-record", action="store_true", help="print only; do not write results/benchmarks/")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sweep-sharing-") as tmp:
@@ -129,10 +173,14 @@ def main() -> int:
         warm = [sys.executable, "-c", "from monkey.models.tiny import materialize_tiny; materialize_tiny('lcm', 0)"]
         subprocess.run(warm, check=True, capture_output=True)
         load = [round(os.getloadavg()[0], 2)]
-        independent = run_sweep(workdir, args.subjects, args.prompts, shared=False)
-        shared = run_sweep(workdir, args.subjects, args.prompts, shared=True)
-        load.append(round(os.getloadavg()[0], 2))
-        identical = images(independent.pop("root")) == images(shared.pop("root"))
+        runs = {}
+        for repeat, shared in enumerate((False, True, True, False)):
+            runs.setdefault(shared, []).append(run_sweep(workdir, args.subjects, args.prompts, shared, repeat))
+            load.append(round(os.getloadavg()[0], 2))
+        separate = run_separately(workdir, args.subjects, args.prompts) if args.separate else None
+        made = [images(run.pop("root")) for run in runs[False] + runs[True] + ([separate] if separate else [])]
+        identical = all(files == made[0] for files in made[1:])
+        independent, shared = (combine(runs[False]), combine(runs[True]))
     record = {
         "benchmark": "sweep_sharing",
         "settings": {"subjects": args.subjects, "prompts": args.prompts, "tokens": [0, 1, 2, 3], "layers": LAYERS},
@@ -144,6 +192,8 @@ def main() -> int:
         "independent": independent,
         "shared": shared,
         "wall_ratio": round(shared["wall_s"] / independent["wall_s"], 4),
+        "separate": separate,
+        "wall_ratio_vs_separate": round(shared["wall_s"] / 2 / separate["wall_s"], 4) if separate else None,
         "generate_ratio": round(shared["generate_s"] / independent["generate_s"], 4),
         "target": TARGET,
         "identical_images": identical,

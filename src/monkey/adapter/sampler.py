@@ -91,6 +91,9 @@ class MonkeySampler:
             model_layers, num_image_tokens(pipe.unet), initial_loop, loop_steps(pipe, settings.final_steps)
         )
         self.pipe = pipe
+        # diffusers finds the execution device by walking every module for offload hooks (about 12 ms on
+        # the tiny UNet, a tenth of a batch); the pipeline is placed before a sampler is made
+        self.device = pipe._execution_device
         self.settings = settings
         self.guided = uses_cfg(pipe, settings.guidance_scale)
         self.shared = shared
@@ -110,7 +113,7 @@ class MonkeySampler:
     @torch.no_grad()
     def encode_text(self, batch: SubjectBatch) -> dict[str, torch.Tensor]:
         """Prompt embeddings for both passes, as the pipeline itself would compute them."""
-        positive, negative = self.pipe.encode_prompt(batch.prompts, self.pipe._execution_device, 1, self.guided)
+        positive, negative = self.pipe.encode_prompt(batch.prompts, self.device, 1, self.guided)
         return (
             {"prompt_embeds": positive, "negative_prompt_embeds": negative}
             if self.guided
@@ -118,7 +121,7 @@ class MonkeySampler:
         )
 
     def call_kwargs(self, batch: SubjectBatch, text: dict[str, torch.Tensor]) -> dict[str, Any]:
-        embeds = batch.image_embeds.to(self.pipe._execution_device, self.pipe.unet.dtype)
+        embeds = batch.image_embeds.to(self.device, self.pipe.unet.dtype)
         return {
             **text,
             "height": batch.height,
@@ -256,7 +259,7 @@ class MonkeySampler:
                 first = snapshot.steps
                 for generator, state in zip(generators, snapshot.generator_states, strict=True):
                     generator.set_state(state)
-                kwargs["latents"] = snapshot.latents.to(self.pipe._execution_device)
+                kwargs["latents"] = snapshot.latents.to(self.device)
                 kwargs["timesteps"] = schedule(self.pipe, s.final_steps)[first:]
                 info = {"pass2_prefix": "cache", "pass2_prefix_steps": first}
 
@@ -265,7 +268,7 @@ class MonkeySampler:
                 latents = callback_kwargs["latents"].detach().to("cpu").clone()
                 cache.store(keys[done - 1], Snapshot(done, latents, [g.get_state() for g in generators]))
 
-        masks = image_masks[:, None].to(self.pipe._execution_device, torch.float32)  # [n, 1, H, W]
+        masks = image_masks[:, None].to(self.device, torch.float32)  # [n, 1, H, W]
         with (
             StepController(
                 self.pipe.unet, self.final_plan, len(batch), masks=masks, first_step=first, observer=observer
