@@ -27,7 +27,7 @@ from monkey.eval.grid import image_grid
 from monkey.eval.plots import pareto_plot
 from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
-from monkey.eval.sweep import Sweep, sweep_section, write_sweep
+from monkey.eval.sweep import Sweep, build_sweep, sweep_section, write_sweep
 from monkey.eval.tables import (
     PAPER_COLUMNS,
     comparison_markdown,
@@ -121,6 +121,7 @@ def build_report(
     level = settings["level"]
     table_metrics = [m for m in settings["metrics"] if m in metrics]
     pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
+    swept = build_sweep(scores, summary, settings, sweep or settings.get("sweep"))  # a bad --sweep stops here
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_frame(out_dir / "scores.csv", scores)
@@ -156,7 +157,8 @@ def build_report(
         )
         if path:
             grids.append(path)
-    swept = write_sweep(scores, summary, settings, out_dir, sweep or settings.get("sweep"))
+    if swept is not None:
+        write_sweep(swept, out_dir)
     report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
     generated = int((scores["method"] != ORACLE).sum())

@@ -362,21 +362,11 @@ def build_sweep(
     return Sweep(parameters, keys, table, metrics, settings["metric_labels"], datasets, confidence, context)
 
 
-def write_sweep(
-    scores: pd.DataFrame,
-    summary: pd.DataFrame,
-    settings: dict[str, Any],
-    out_dir: Path,
-    named: list[str] | None = None,
-) -> Sweep | None:
-    """sweep.csv, sweep.md and the per-metric plots in `out_dir`; None (nothing written) when no sweep."""
-    sweep = build_sweep(scores, summary, settings, named)
-    if sweep is None:
-        return None
+def write_sweep(sweep: Sweep, out_dir: Path) -> None:
+    """sweep.csv, sweep.md and the per-metric plots (their paths go to `sweep.plots`) in `out_dir`."""
     atomic_write_bytes(out_dir / "sweep.csv", sweep.table.to_csv(index=False, float_format="%.6g").encode())
     atomic_write_bytes(out_dir / "sweep.md", sweep_markdown(sweep).encode("utf-8"))
     sweep.plots = sweep_plots(sweep, out_dir)
-    return sweep
 
 
 def sweep_section(sweep: Sweep | None, pareto_pngs: list[Path]) -> list[str]:
@@ -394,4 +384,3 @@ def sweep_section(sweep: Sweep | None, pareto_pngs: list[Path]) -> list[str]:
     if pareto_pngs:
         lines += ["", "The Pareto plots above place every variant of the sweep as its own point."]
     return [*lines, ""]
-
