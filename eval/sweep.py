@@ -240,7 +240,7 @@ class Sweep:
     plotted: list[str]  # the keys each metric is drawn against (detected, or named with --sweep)
     table: pd.DataFrame
     metrics: list[str]
-    labels: dict[str, str]
+    metric_labels: dict[str, str]
     datasets: list[str]
     confidence: float
     context: dict[str, dict[str, str]] = field(default_factory=dict)  # sweep variant -> every key its method varies
@@ -301,7 +301,7 @@ def interval_cell(mean: float, low: float, high: float) -> str:
 def sweep_markdown(sweep: Sweep) -> str:
     """One table per dataset: method, parameters, a `mean [low, high]` cell per metric, n."""
     keys = [p.key for p in sweep.parameters]
-    heading = ["method", *[f"`{k}`" for k in keys], *[sweep.labels.get(m, m) for m in sweep.metrics], "n"]
+    heading = ["method", *[f"`{k}`" for k in keys], *[sweep.metric_labels.get(m, m) for m in sweep.metrics], "n"]
     lines = []
     for dataset in sweep.datasets:
         rows = sweep.table[sweep.table["dataset"] == dataset]
@@ -329,9 +329,10 @@ def variant_folders(scores: pd.DataFrame, references: list[str]) -> pd.DataFrame
 
 
 def build_sweep(
-    scores: pd.DataFrame, summary: pd.DataFrame, settings: dict[str, Any], named: list[str] | None = None
+    scores: pd.DataFrame, summary: pd.DataFrame, settings: dict[str, Any], named: list[str] | str | None = None
 ) -> Sweep | None:
     """The sweep over the merged folders, or None when nothing varies and no key was named."""
+    named = [named] if isinstance(named, str) else named  # eval.report.sweep=method.token names one key
     references = list(settings["reference_methods"])
     variants = variant_folders(scores, references)
     folders = {run_dir: read_folder(run_dir) for run_dir in variants["run_dir"].unique()}

@@ -113,7 +113,7 @@ def metric_figure(sweep: Sweep, dataset: str, metric: str, parameter: Parameter)
         if rotate:
             plt.setp(ax.get_xticklabels(), ha="right")
         ax.set_xlim(-0.5, len(parameter.labels) - 0.5)
-    name = sweep.labels.get(metric, metric)
+    name = sweep.metric_labels.get(metric, metric)
     ax.set_xlabel(parameter.key)
     ax.set_ylabel(name)
     ax.set_title(f"{dataset_label(dataset)}: {name} vs {parameter.key} (mean, {sweep.confidence:.0%} CI)")
