@@ -80,3 +80,14 @@ def stock_latents(pipe: DiffusionPipeline, model: str, batch: SubjectBatch, step
 def ip_processor_state(pipe: DiffusionPipeline) -> list[tuple[str, int, list[float]]]:
     """(name, processor identity, scale) of every attention processor: to check a call restores them."""
     return [(name, id(p), list(getattr(p, "scale", []))) for name, p in pipe.unet.attn_processors.items()]
+
+
+class UNetCalls:
+    """Counts UNet evaluations of a pipeline (a forward hook; the sampler's own hooks are separate)."""
+
+    def __init__(self, pipe):
+        self.count = 0
+        self.handle = pipe.unet.register_forward_hook(self.hook)
+
+    def hook(self, *args) -> None:
+        self.count += 1

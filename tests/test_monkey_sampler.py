@@ -3,7 +3,16 @@ batch, early stop of pass 1, per-step switching, seeds, batches, cached pass-1 r
 
 import pytest
 import torch
-from monkey_helpers import PAPER_LAYER, ip_processor_state, load_tiny, loop_range, make_batch, settings, stock_latents
+from monkey_helpers import (
+    PAPER_LAYER,
+    UNetCalls,
+    ip_processor_state,
+    load_tiny,
+    loop_range,
+    make_batch,
+    settings,
+    stock_latents,
+)
 
 from monkey.adapter.capture import map_key
 from monkey.adapter.sampler import MonkeySampler
@@ -11,17 +20,6 @@ from monkey.cache import ContentCache
 
 MODELS = ["tiny", "tiny_sd15"]
 PROMPTS, SEEDS = ["dog in the snow", "dog on the beach", "dog with a city in the background"], [5, 6, 7]
-
-
-class UNetCalls:
-    """Counts UNet evaluations of a pipeline (a forward hook; the sampler's own hooks are separate)."""
-
-    def __init__(self, pipe):
-        self.count = 0
-        self.handle = pipe.unet.register_forward_hook(self.hook)
-
-    def hook(self, *args) -> None:
-        self.count += 1
 
 
 @pytest.mark.parametrize("model", MODELS)

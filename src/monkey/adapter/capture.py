@@ -4,8 +4,10 @@
 `unload_ip_adapter` and `ip_adapter_masks` keep working on it, and returns exactly the stock output
 (it calls the stock `__call__`). When its recorder is on, it additionally computes
 softmax(Q K_ip^T * attn.scale) in fp32 over the image tokens, averaged over heads, for the rows of
-the conditional half only. It is installed only on the configured layers, sharing the stock
-processor's `to_k_ip`/`to_v_ip` modules, and the stock processors come back on exit.
+the conditional half only. A recorder made with `text=True` (attention figures; off for MONKEY, whose
+cost it would raise) also takes softmax(Q K_text^T * attn.scale) over the text tokens the same way.
+It is installed only on the configured layers, sharing the stock processor's `to_k_ip`/`to_v_ip`
+modules, and the stock processors come back on exit.
 """
 
 import time
@@ -25,15 +27,18 @@ def map_key(layer: str, step: int) -> str:
 
 
 class AttentionRecorder:
-    """Collects one map per (layer, step): [items, H*W, n_image_tokens] fp32.
+    """Collects one map per (layer, step): [items, H*W, n_image_tokens] fp32, and with `text=True`
+    also `text_maps`: [items, H*W, n_text_tokens] fp32 (every position of the padded prompt).
 
     The sampling-loop controller tells it, before each UNet evaluation, which step runs and which
     attention-batch rows hold the conditional half; processors only ask `active` and `add`."""
 
-    def __init__(self, layers: Sequence[str], steps: Sequence[int], timed: bool = False):
+    def __init__(self, layers: Sequence[str], steps: Sequence[int], timed: bool = False, text: bool = False):
         self.layers = tuple(layers)
         self.steps = frozenset(steps)
         self.maps: dict[str, torch.Tensor] = {}
+        self.text = text
+        self.text_maps: dict[str, torch.Tensor] = {}
         self.step: int | None = None  # the step being recorded now, None when off
         self.rows = slice(None)  # attention-batch rows to record (the conditional half under CFG)
         self.timed = timed  # accumulate `seconds` (synchronising CUDA), for the benchmark
@@ -50,11 +55,12 @@ class AttentionRecorder:
     def active(self) -> bool:
         return self.step is not None
 
-    def add(self, layer: str, probs: torch.Tensor) -> None:
+    def add(self, layer: str, probs: torch.Tensor, text: bool = False) -> None:
+        maps = self.text_maps if text else self.maps
         key = map_key(layer, self.step)
-        if key in self.maps:
+        if key in maps:
             raise RuntimeError(f"attention map {key} recorded twice: the layer ran twice in one step")
-        self.maps[key] = probs
+        maps[key] = probs
 
     def missing(self) -> list[str]:
         expected = [map_key(layer, step) for layer in self.layers for step in sorted(self.steps)]
@@ -100,11 +106,20 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         if self.recorder.active:
             start = time.perf_counter()
             self.recorder.add(self.layer, self.image_token_probs(attn, hidden_states, encoder_hidden_states, temb))
+            if self.recorder.text:
+                probs = self.text_token_probs(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+                self.recorder.add(self.layer, probs, text=True)
             if self.recorder.timed:
                 if hidden_states.is_cuda:
                     torch.cuda.synchronize(hidden_states.device)
                 self.recorder.seconds += time.perf_counter() - start
         return output
+
+    def recorded_query(self, attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
+        """`attn.to_q` of the recorded rows, their input prepared as the stock processor does, fp32: [b, HW, C]."""
+        rows = self.recorder.rows
+        temb_rows = temb[rows] if temb is not None else None
+        return attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()
 
     @torch.no_grad()
     def image_token_probs(
@@ -121,8 +136,7 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         ip_tokens = encoder_hidden_states[1][0][rows]  # [b, num_images, T, D]
         if ip_tokens.shape[1] != 1:
             raise ConfigError(f"MONKEY records one subject image per item; got {ip_tokens.shape[1]} images per item")
-        temb_rows = temb[rows] if temb is not None else None
-        query = attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()  # [b, HW, C]
+        query = self.recorded_query(attn, hidden_states, temb)  # [b, HW, C]
         key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).float()  # [b, T, C]
         batch, heads = query.shape[0], attn.heads
         head_dim = query.shape[-1] // heads
@@ -130,6 +144,31 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, T, d]
         scores = (query @ key.transpose(-1, -2)) * attn.scale  # [b, heads, HW, T]
         return scores.softmax(dim=-1).mean(dim=1)  # [b, HW, T]
+
+    @torch.no_grad()
+    def text_token_probs(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: tuple[torch.Tensor, list[torch.Tensor]],
+        attention_mask: torch.Tensor | None,
+        temb: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """softmax(Q K_text^T * attn.scale) over the text tokens, head-averaged, in fp32: [b, HW, L].
+
+        The text keys are made as the stock processor makes them (`norm_cross`, the attention mask),
+        through diffusers' own `get_attention_scores` on fp32 inputs."""
+        rows = self.recorder.rows
+        text = encoder_hidden_states[0][rows]  # [b, L, D]
+        if attn.norm_cross:
+            text = attn.norm_encoder_hidden_states(text)
+        query = attn.head_to_batch_dim(self.recorded_query(attn, hidden_states, temb))  # [b * heads, HW, d]
+        key = attn.head_to_batch_dim(attn.to_k(text).float())  # [b * heads, L, d]
+        batch = text.shape[0]
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask[rows], text.shape[1], batch).float()
+        probs = attn.get_attention_scores(query, key, attention_mask)  # [b * heads, HW, L]
+        return probs.view(batch, attn.heads, *probs.shape[1:]).mean(dim=1)  # [b, HW, L]
 
 
 def attn2_layers(unet: UNet2DConditionModel) -> list[str]:

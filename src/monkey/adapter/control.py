@@ -42,6 +42,8 @@ class StepController:
         masks: torch.Tensor | None = None,  # [items, 1, H, W] at image size, for ip_adapter_masks
         recorder: AttentionRecorder | None = None,
         stop_after: int | None = None,
+        first_step: int = 0,
+        observer: Callable[[int, dict], None] | None = None,
     ):
         self.unet = unet
         self.plan = plan
@@ -49,7 +51,9 @@ class StepController:
         self.masks = masks
         self.recorder = recorder
         self.stop_after = stop_after
-        self.step = 0
+        self.first_step = first_step  # a call resumed from a cached prefix starts mid-schedule
+        self.observer = observer  # observer(steps_done, callback_kwargs) after every step
+        self.step = first_step
         self.evaluated: list[int] = []  # steps whose UNet evaluation ran, in order
         self.processors: list[IPAdapterAttnProcessor2_0] = []
         self.saved_scales: list[list[float]] = []
@@ -110,8 +114,12 @@ class StepController:
         return self.masks.repeat(repeats, 1, 1, 1)
 
     def after_step(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
-        """`callback_on_step_end`: the loop finished `step`; the next evaluation is step + 1."""
+        """`callback_on_step_end`: the loop finished its `step`-th iteration (counted from this call's
+        first step); the next evaluation is schedule step first_step + step + 1."""
+        step += self.first_step
         self.step = step + 1
+        if self.observer is not None:
+            self.observer(self.step, callback_kwargs)
         if self.stop_after is not None and step >= self.stop_after:
             raise StopSampling
         return {}

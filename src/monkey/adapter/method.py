@@ -6,6 +6,7 @@ from typing import Any
 from monkey.adapter.artifacts import item_artifacts
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
+from monkey.adapter.sharing import ShareSettings, SharedWork
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
 from monkey.models.profiles import Runtime, load_pipeline
@@ -13,11 +14,17 @@ from monkey.subject_embeds import SubjectEmbedder
 
 
 class MonkeyMethod(Method):
-    def __init__(self, name: str, runtime: Runtime, **knobs: Any):
+    def __init__(self, name: str, runtime: Runtime, share: dict[str, Any] | None = None, **knobs: Any):
         super().__init__(name, runtime)
         self.settings = MonkeySettings(**knobs)
+        try:
+            share_settings = ShareSettings(**(share or {}))
+        except TypeError as err:
+            allowed = list(ShareSettings.__dataclass_fields__)
+            raise ConfigError(f"method.share has an unknown key ({err}); allowed: {allowed}") from err
+        shared = SharedWork.for_runtime(share_settings, runtime) if share_settings.enabled else None
         self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
-        self.sampler = MonkeySampler(self.pipe, self.settings)
+        self.sampler = MonkeySampler(self.pipe, self.settings, shared)
         self.embedder = SubjectEmbedder(self.pipe)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -49,5 +56,6 @@ class MonkeyMethod(Method):
                 self.settings.soft,
                 pass1_images[index] if pass1_images else None,
             )
-            results.append(GenerationResult(image=image, artifacts=artifacts, info=item_mask.info()))
+            info = {**item_mask.info(), **output.sharing}
+            results.append(GenerationResult(image=image, artifacts=artifacts, info=info))
         return results

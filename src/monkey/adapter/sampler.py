@@ -7,23 +7,25 @@ Pass 2 (final pass): the same initial noise (same seeds), `final_steps` steps, t
 `ip_scale` on `ip_steps` and 0 elsewhere, its output multiplied by each item's own mask on
 `mask_steps`. Prompt embeddings are computed once and shared by both passes.
 
-Pass 2's steps before its first IP step do not depend on the subject or the mask, but they are not
-split out: resuming a diffusers pipeline mid-schedule needs the scheduler's internal state (PNDM's
-history, LCM's step index) and the generators' states (LCM draws fresh noise every step), which the
-pipelines do not expose. A cache of pass 1 (`record` -> `__call__(records=...)`) needs none of that.
+With a `SharedWork` (sharing.py), pass 1 comes from a content cache when every map a variant needs
+is there, and pass 2 resumes from the cached latents of the longest mask-independent prefix of its
+schedule (the steps before its first masked step); both give the bytes an uncached run gives.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
 
-from monkey.adapter.capture import AttentionRecorder, attn2_layers, capture_processors, num_image_tokens
+from monkey.adapter.capture import AttentionRecorder, attn2_layers, capture_processors, map_key, num_image_tokens
 from monkey.adapter.control import StepController, StepPlan, StopSampling
 from monkey.adapter.masks import ItemMask, extract_mask, resize, to_grid
 from monkey.adapter.settings import MonkeySettings
+from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, Snapshot, call_identity, resumable, union
 from monkey.errors import ConfigError
 from monkey.subject_embeds import pipeline_image_embeds, uses_cfg
 
@@ -68,6 +70,7 @@ class MonkeyOutput:
     masks: list[ItemMask]
     image_masks: torch.Tensor  # [n, H, W] the masks given to the IP-Adapter, at image size
     pass1: Pass1Result | None
+    sharing: dict[str, Any] = field(default_factory=dict)  # what came from the shared caches, per call
 
 
 def loop_steps(pipe: DiffusionPipeline, num_inference_steps: int) -> int:
@@ -81,16 +84,27 @@ def loop_steps(pipe: DiffusionPipeline, num_inference_steps: int) -> int:
 
 
 class MonkeySampler:
-    def __init__(self, pipe: DiffusionPipeline, settings: MonkeySettings):
+    def __init__(self, pipe: DiffusionPipeline, settings: MonkeySettings, shared: SharedWork | None = None):
+        model_layers = attn2_layers(pipe.unet)
+        initial_loop = loop_steps(pipe, settings.initial_steps)
         settings.check_model(
-            attn2_layers(pipe.unet),
-            num_image_tokens(pipe.unet),
-            loop_steps(pipe, settings.initial_steps),
-            loop_steps(pipe, settings.final_steps),
+            model_layers, num_image_tokens(pipe.unet), initial_loop, loop_steps(pipe, settings.final_steps)
         )
         self.pipe = pipe
         self.settings = settings
         self.guided = uses_cfg(pipe, settings.guidance_scale)
+        self.shared = shared
+        # what pass 1 records when it runs with a cache: this variant's maps plus the sweep's extras
+        self.record_layers, self.record_steps = settings.layers, settings.capture_steps
+        if shared is not None:
+            self.record_layers = union(settings.layers, shared.settings.extra_layers(model_layers))
+            self.record_steps = tuple(sorted(union(settings.capture_steps, shared.settings.record_steps)))
+            outside = [step for step in self.record_steps if step >= initial_loop]
+            if outside:
+                raise ConfigError(
+                    f"method.share.record_steps has steps {outside} outside the range 0..{initial_loop - 1} of "
+                    f"pass 1 (initial_steps={settings.initial_steps})"
+                )
 
     # ---- shared pieces --------------------------------------------------------------------
     @torch.no_grad()
@@ -125,16 +139,20 @@ class MonkeySampler:
         text: dict[str, torch.Tensor] | None = None,
         timed: bool = False,
         output_type: str = "pil",
+        layers: Sequence[str] | None = None,
+        steps: Sequence[int] | None = None,
     ) -> Pass1Result:
-        """Run the mask pass and return every configured layer's maps (all image tokens) per item.
+        """Run the mask pass and return the maps (all image tokens) of `layers` x `steps` per item,
+        by default the configured layers and capture steps.
 
         `output_type` applies to the pass-1 image, made only when `save_pass1_image` is set."""
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
-        recorder = AttentionRecorder(s.layers, s.capture_steps, timed=timed)
+        steps = tuple(sorted(steps)) if steps is not None else s.capture_steps
+        recorder = AttentionRecorder(layers or s.layers, steps, timed=timed)
 
         def plan(step: int) -> StepPlan:
-            return StepPlan(ip_scale=s.initial_scale, record=step in s.capture_steps)
+            return StepPlan(ip_scale=s.initial_scale, record=step in steps)
 
         keep_image = s.save_pass1_image
         images = None
@@ -145,7 +163,7 @@ class MonkeySampler:
                 plan,
                 len(batch),
                 recorder=recorder,
-                stop_after=None if keep_image else s.last_capture_step,
+                stop_after=None if keep_image else steps[-1],
             ) as control,
         ):
             try:
@@ -180,6 +198,25 @@ class MonkeySampler:
         return masks, image_masks
 
     # ---- pass 2 ---------------------------------------------------------------------------
+    def final_plan(self, step: int) -> StepPlan:
+        s = self.settings
+        return StepPlan(ip_scale=s.ip_scale if step in s.ip_steps else 0.0, masked=step in s.mask_steps)
+
+    def mask_free_steps(self) -> int:
+        """How many leading pass-2 steps do not depend on the mask (at most all but the last step)."""
+        total = loop_steps(self.pipe, self.settings.final_steps)
+        for step in range(total):
+            plan = self.final_plan(step)
+            if plan.masked and plan.ip_scale != 0:
+                return step
+        return total - 1
+
+    def call_identity(self, batch: SubjectBatch) -> dict[str, Any]:
+        assert self.shared is not None
+        return call_identity(
+            self.shared.identity, batch.prompts, batch.seeds, batch.image_embeds, batch.height, batch.width
+        )
+
     def final(
         self,
         batch: SubjectBatch,
@@ -187,20 +224,80 @@ class MonkeySampler:
         text: dict[str, torch.Tensor] | None = None,
         output_type: str = "pil",
     ) -> Any:
+        return self.final_pass(batch, image_masks, text, output_type)[0]
+
+    def final_pass(
+        self,
+        batch: SubjectBatch,
+        image_masks: torch.Tensor,  # [n, H, W]
+        text: dict[str, torch.Tensor] | None = None,
+        output_type: str = "pil",
+    ) -> tuple[Any, dict[str, Any]]:
+        """Pass 2, resumed from the longest cached mask-free prefix when there is one; returns the
+        images and what came from the prefix cache."""
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
+        generators = batch.generators()
+        kwargs = {**self.call_kwargs(batch, text), "generator": generators, "num_inference_steps": s.final_steps}
+        cache = self.shared.prefix if self.shared is not None else None
+        info: dict[str, Any] = {"pass2_prefix": "off", "pass2_prefix_steps": 0}
+        keys: list[str] = []
+        first = 0
+        if cache is not None and not resumable(self.pipe):
+            info["pass2_prefix"] = f"not resumable ({type(self.pipe.scheduler).__name__})"
+        elif cache is not None:
+            mask_free = self.mask_free_steps()
+            keys = PrefixCache.keys(
+                self.call_identity(batch), s, [self.final_plan(i).ip_scale for i in range(mask_free)]
+            )
+            snapshot = cache.longest(keys)
+            info["pass2_prefix"] = "computed"
+            if snapshot is not None:
+                first = snapshot.steps
+                for generator, state in zip(generators, snapshot.generator_states, strict=True):
+                    generator.set_state(state)
+                kwargs["latents"] = snapshot.latents.to(self.pipe._execution_device)
+                kwargs["timesteps"] = schedule(self.pipe, s.final_steps)[first:]
+                info = {"pass2_prefix": "cache", "pass2_prefix_steps": first}
 
-        def plan(step: int) -> StepPlan:
-            return StepPlan(ip_scale=s.ip_scale if step in s.ip_steps else 0.0, masked=step in s.mask_steps)
+        def observer(done: int, callback_kwargs: dict) -> None:
+            if cache is not None and first < done <= len(keys):
+                latents = callback_kwargs["latents"].detach().to("cpu").clone()
+                cache.store(keys[done - 1], Snapshot(done, latents, [g.get_state() for g in generators]))
 
         masks = image_masks[:, None].to(self.pipe._execution_device, torch.float32)  # [n, 1, H, W]
-        with StepController(self.pipe.unet, plan, len(batch), masks=masks) as control:
-            return self.pipe(
-                **self.call_kwargs(batch, text),
-                num_inference_steps=s.final_steps,
+        with (
+            StepController(
+                self.pipe.unet, self.final_plan, len(batch), masks=masks, first_step=first, observer=observer
+            ) as control,
+            quiet_custom_timesteps(),
+        ):
+            images = self.pipe(
+                **kwargs,
                 output_type=output_type,
                 callback_on_step_end=control.after_step,
+                callback_on_step_end_tensor_inputs=["latents"],
             ).images
+        return images, info
+
+    def pass1_records(
+        self, batch: SubjectBatch, text: dict[str, torch.Tensor]
+    ) -> tuple[list[Record], Pass1Result | None, str]:
+        """This variant's pass-1 records: from the shared cache when all are there, else recorded
+        (with the sweep's extra layers and steps, which go to the cache for the other variants)."""
+        s = self.settings
+        cache = self.shared.pass1 if self.shared is not None else None
+        if cache is None or s.save_pass1_image:
+            pass1 = self.record(batch, text)
+            return pass1.records, pass1, "off" if cache is None else "computed (save_pass1_image: not cached)"
+        keys = Pass1Cache.item_keys(self.call_identity(batch), s)
+        records = cache.load(keys, s.layers, s.capture_steps)
+        if records is not None:
+            return records, None, "cache"
+        pass1 = self.record(batch, text, layers=self.record_layers, steps=self.record_steps)
+        cache.store(keys, pass1.records)
+        needed = {map_key(layer, step) for layer in s.layers for step in s.capture_steps}
+        return [{k: v for k, v in record.items() if k in needed} for record in pass1.records], pass1, "computed"
 
     def __call__(
         self,
@@ -212,9 +309,30 @@ class MonkeySampler:
         """Both passes; `records` (e.g. from a cache) replaces pass 1."""
         text = self.encode_text(batch)
         pass1 = None
+        source = "given"
         if records is None:
-            pass1 = self.record(batch, text)
-            records = pass1.records
+            records, pass1, source = self.pass1_records(batch, text)
         masks, image_masks = self.masks(records, batch, labels)
-        images = self.final(batch, image_masks, text, output_type)
-        return MonkeyOutput(images=images, masks=masks, image_masks=image_masks, pass1=pass1)
+        images, prefix = self.final_pass(batch, image_masks, text, output_type)
+        sharing = {"pass1": source, **prefix}
+        return MonkeyOutput(images=images, masks=masks, image_masks=image_masks, pass1=pass1, sharing=sharing)
+
+
+def schedule(pipe: DiffusionPipeline, num_inference_steps: int) -> list[int]:
+    """The timesteps the pipeline's own call would run, from a fresh copy of its scheduler."""
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(num_inference_steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+@contextmanager
+def quiet_custom_timesteps() -> Iterator[None]:
+    """A resumed call hands LCM the tail of its own schedule, which it warns about as a custom
+    schedule not starting at the last training step: expected here, so not shown."""
+    logger = logging.getLogger("diffusers.schedulers.scheduling_lcm")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -22,8 +22,9 @@ from monkey.methods.presets import SPEC_KEYS, format_prompt
 from monkey.models.profiles import Runtime
 from monkey.plan import WorkItem
 
-# Keys of a method config that change how a job runs but never what it makes.
-RUNTIME_ONLY_KEYS = frozenset({"_target_", "name", "batch_size"})
+# Keys of a method config that change how a job runs but never what it makes (`share`: MONKEY's caches,
+# which give the bytes an uncached run gives).
+RUNTIME_ONLY_KEYS = frozenset({"_target_", "name", "batch_size", "share"})
 
 
 @dataclass
