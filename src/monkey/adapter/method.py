@@ -6,7 +6,7 @@ from typing import Any
 from monkey.adapter.artifacts import item_artifacts
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
-from monkey.adapter.sharing import ShareSettings, SharedWork
+from monkey.adapter.sharing import SharedWork, ShareSettings
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
 from monkey.models.profiles import Runtime, load_pipeline
