@@ -157,8 +157,7 @@ def build_report(
         )
         if path:
             grids.append(path)
-    if swept is not None:
-        write_sweep(swept, out_dir)
+    write_sweep(swept, out_dir)
     report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
     generated = int((scores["method"] != ORACLE).sum())

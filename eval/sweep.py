@@ -237,7 +237,7 @@ class Sweep:
     """The sweep's parameters, the table (one row per variant x dataset) and what the plots need."""
 
     parameters: list[Parameter]  # the table's parameter columns: the plotted keys, then any other varying key
-    plotted: list[str]  # the keys each metric is drawn against (detected, or named with --sweep)
+    axes: list[list[Parameter]]  # what each metric is drawn against: one key, or numeric keys of disjoint methods
     table: pd.DataFrame
     metrics: list[str]
     metric_labels: dict[str, str]
@@ -290,6 +290,28 @@ def sweep_table(
         }
     )
     return table.loc[sort_key.sort_values(list(sort_key.columns), kind="stable").index].reset_index(drop=True)
+
+
+def shared_axes(parameters: list[Parameter], method_keys: dict[str, list[str]]) -> list[list[Parameter]]:
+    """Numeric keys that no one method varies together share one axis (the plain IP-Adapter's
+    `method.scale` beside MONKEY's `method.ip_scale`: both curves on one plot); any other key is alone."""
+    axes: list[list[Parameter]] = []
+    methods_of = {p.key: {m for m, keys in method_keys.items() if p.key in keys} for p in parameters}
+    for parameter in parameters:
+        shared = next(
+            (
+                axis
+                for axis in axes
+                if parameter.numeric
+                and all(other.numeric and not methods_of[other.key] & methods_of[parameter.key] for other in axis)
+            ),
+            None,
+        )
+        if shared is None:
+            axes.append([parameter])
+        else:
+            shared.append(parameter)
+    return axes
 
 
 def interval_cell(mean: float, low: float, high: float) -> str:
@@ -360,11 +382,22 @@ def build_sweep(
         summary, variants, parameters, sweep_methods, references, metrics, settings["level"], settings["datasets"]
     )
     confidence = settings["bootstrap"]["confidence"]
-    return Sweep(parameters, keys, table, metrics, settings["metric_labels"], datasets, confidence, context)
+    axes = shared_axes([p for p in parameters if p.key in keys], method_keys)
+    return Sweep(parameters, axes, table, metrics, settings["metric_labels"], datasets, confidence, context)
 
 
-def write_sweep(sweep: Sweep, out_dir: Path) -> None:
-    """sweep.csv, sweep.md and the per-metric plots (their paths go to `sweep.plots`) in `out_dir`."""
+def write_sweep(sweep: Sweep | None, out_dir: Path) -> None:
+    """sweep.csv, sweep.md and the per-metric plots (their paths go to `sweep.plots`) in `out_dir`. The
+    sweep files of an earlier report there go first, so none is left from another sweep (or from none)."""
+    for stale in [
+        *out_dir.glob("sweep_*.png"),
+        *out_dir.glob("sweep_*.pdf"),
+        out_dir / "sweep.csv",
+        out_dir / "sweep.md",
+    ]:
+        stale.unlink(missing_ok=True)
+    if sweep is None:
+        return
     atomic_write_bytes(out_dir / "sweep.csv", sweep.table.to_csv(index=False, float_format="%.6g").encode())
     atomic_write_bytes(out_dir / "sweep.md", sweep_markdown(sweep).encode("utf-8"))
     sweep.plots = sweep_plots(sweep, out_dir)
@@ -376,7 +409,7 @@ def sweep_section(sweep: Sweep | None, pareto_pngs: list[Path]) -> list[str]:
         return []
     described = ", ".join(
         f"`{p.key}` ({'numeric' if p.numeric else 'categories'}: {', '.join(p.labels)}"
-        + ("" if p.key in sweep.plotted else "; not plotted")
+        + ("" if any(p in axis for axis in sweep.axes) else "; not plotted")
         + ")"
         for p in sweep.parameters
     )

@@ -9,7 +9,7 @@ from conftest import compose_config
 from helpers import QUICK
 from monkey.eval.aggregate import summarize
 from monkey.eval.cli import main as report_main
-from monkey.eval.sweep import SweepKeyError, build_sweep, format_value
+from monkey.eval.sweep import SweepKeyError, build_sweep, format_value, write_sweep
 from monkey.eval.sweep_plots import metric_figure
 from omegaconf import OmegaConf
 from test_cli import run_cli
@@ -68,7 +68,7 @@ def test_scale_sweep_report_rows_values_and_plots_match_the_scores(scale_sweep):
     sweep = build_sweep(scores, summary, settings())
     assert [p.key for p in sweep.parameters] == ["method.scale"] and sweep.parameters[0].numeric
     for metric in METRICS:
-        fig = metric_figure(sweep, "dreambooth", metric, sweep.parameters[0])
+        fig = metric_figure(sweep, "dreambooth", metric, sweep.axes[0])
         ax = fig.axes[0]
         line = artist(ax, "mean:ip_adapter_1.0")
         assert line.get_xdata().tolist() == list(SCALES)
@@ -110,53 +110,87 @@ def test_named_sweep_key_and_errors(scale_sweep, tmp_path):
     assert not refused.exists()
 
 
-def test_categorical_sweep_keeps_the_launch_order_and_draws_error_bars(tmp_path):
-    """Three folders of one method, `method.mask_steps=[2,3,4],[2],[2,3]` launched in that order (jobs 0-2),
-    beside a text_only folder; per-image scores made by hand, so the expected means are known."""
-    steps = ([2, 3, 4], [2], [2, 3])
+def hand_sweep(root, jobs: list[tuple[str, str | None, dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run folders as a multirun leaves them (.hydra config, overrides, job number) for jobs given as
+    (method, override or None, method config), with per-image scores made by hand. Returns scores, summary."""
     rng = np.random.default_rng(0)
     frames = []
-    for job, value in enumerate([*steps, None]):
-        override = f"method.mask_steps=[{','.join(map(str, value))}]" if value else ""
-        method = "monkey" if value else "text_only"
-        folder = tmp_path / (f"{method},{override}" if value else method)
+    for job, (method, override, method_config) in enumerate(jobs):
+        folder = root / ",".join([method, *([override] if override else [])])
         hydra = folder / ".hydra" / "shard-0-of-1"
         hydra.mkdir(parents=True)
-        config = {"method": {"name": method, "token": 1, **({"mask_steps": value} if value else {})}}
-        OmegaConf.save(OmegaConf.create(config), hydra / "config.yaml")
-        OmegaConf.save(OmegaConf.create([f"method={method}", *([override] if value else [])]), hydra / "overrides.yaml")
+        OmegaConf.save(OmegaConf.create({"method": {"name": method, **method_config}}), hydra / "config.yaml")
+        overrides = [f"method={method}", *([override] if override else [])]
+        OmegaConf.save(OmegaConf.create(overrides), hydra / "overrides.yaml")
         OmegaConf.save(OmegaConf.create({"hydra": {"job": {"num": job}}}), hydra / "hydra.yaml")
-        label = f"{method} ({override})" if value else method
         frame = pd.DataFrame(
             {"subject": ["a", "a", "b", "b", "c"], "clip_t": rng.uniform(0.2, 0.4, 5) + 0.05 * job, "dino": np.nan}
         )
+        label = f"{method} ({override})" if override else method
         frames.append(frame.assign(run_dir=str(folder), variant=label, method=method, dataset="dreambooth"))
     scores = pd.concat(frames, ignore_index=True)
-    summary = summarize(scores, ["clip_t", "dino"], samples=200)
+    return scores, summarize(scores, ["clip_t", "dino"], samples=200)
+
+
+def variant_mean(scores: pd.DataFrame, variant: str) -> float:
+    return scores.loc[scores["variant"] == variant, "clip_t"].mean()
+
+
+def test_categorical_sweep_keeps_the_launch_order_and_draws_error_bars(tmp_path):
+    """`method.mask_steps=[2,3,4],[2],[2,3]` launched in that order (jobs 0-2), beside text_only."""
+    steps = ([2, 3, 4], [2], [2, 3])
+    overrides = [f"method.mask_steps=[{','.join(map(str, value))}]" for value in steps]
+    jobs = [("monkey", o, {"token": 1, "mask_steps": v}) for o, v in zip(overrides, steps, strict=True)]
+    scores, summary = hand_sweep(tmp_path, [*jobs, ("text_only", None, {"scale": 0.0})])
     sweep = build_sweep(scores, summary, settings())
 
     parameter = sweep.parameters[0]
-    assert parameter.key == "method.mask_steps" and not parameter.numeric
+    assert parameter.key == "method.mask_steps" and not parameter.numeric and sweep.axes == [[parameter]]
     assert parameter.labels == ["[2, 3, 4]", "[2]", "[2, 3]"]  # the sweep's order, not sorted
     assert sweep.table["role"].tolist() == ["sweep"] * 3 + ["reference"]
     assert sweep.table["method.mask_steps"].tolist()[:3] == parameter.labels
 
-    ax = metric_figure(sweep, "dreambooth", "clip_t", parameter).axes[0]
+    ax = metric_figure(sweep, "dreambooth", "clip_t", [parameter]).axes[0]
     points = artist(ax, "mean:monkey")
     assert points.get_xdata().tolist() == [0, 1, 2]
-    means = [
-        scores.loc[scores["variant"] == f"monkey (method.mask_steps=[{','.join(map(str, v))}])", "clip_t"].mean()
-        for v in steps
-    ]
+    means = [variant_mean(scores, f"monkey ({o})") for o in overrides]
     assert np.asarray(points.get_ydata()) == pytest.approx(means)
     bars = np.array([segment[:, 1] for segment in artist(ax, "interval:monkey").get_segments()])  # [3, (low, high)]
     by_variant = summary.set_index(["variant", "metric", "level"])
-    intervals = [by_variant.loc[(v, "clip_t", "image"), ["ci_low", "ci_high"]] for v in sweep.table["variant"][:3]]
+    intervals = [by_variant.loc[(f"monkey ({o})", "clip_t", "image"), ["ci_low", "ci_high"]] for o in overrides]
     assert bars == pytest.approx(np.array(intervals, dtype=float))
     assert [t.get_text() for t in ax.get_xticklabels()] == parameter.labels
     text_only = scores.loc[scores["method"] == "text_only", "clip_t"].mean()
     assert artist(ax, "line:text_only (reference)").get_ydata()[0] == pytest.approx(text_only)
-    assert metric_figure(sweep, "dreambooth", "dino", parameter) is None  # no sweep point has the metric
+    assert metric_figure(sweep, "dreambooth", "dino", [parameter]) is None  # no sweep point has the metric
+
+
+def test_scales_of_two_methods_share_one_axis(tmp_path):
+    """sweep_ip_scale and sweep_monkey_scale in one experiment folder: the plain adapter sweeps
+    method.scale, MONKEY method.ip_scale; both curves go on one plot, each at its own values."""
+    ip = [("ip_adapter", f"method.scale={v}", {"scale": v}) for v in (1.0, 0.0, 0.5)]
+    monkey = [("monkey", f"method.ip_scale={v}", {"ip_scale": v, "token": 1}) for v in (0.5, 1.0)]
+    scores, summary = hand_sweep(tmp_path, [*ip, *monkey])
+    sweep = build_sweep(scores, summary, settings())
+    assert [[p.key for p in axis] for axis in sweep.axes] == [["method.scale", "method.ip_scale"]]
+    table = sweep.table
+    assert table["method.scale"].tolist()[:3] == [0.0, 0.5, 1.0] and table["method.ip_scale"][:3].isna().all()
+    assert table["method.ip_scale"].tolist()[3:] == [0.5, 1.0] and table["method.scale"][3:].isna().all()
+
+    ax = metric_figure(sweep, "dreambooth", "clip_t", sweep.axes[0]).axes[0]
+    assert ax.get_xlabel() == "method.scale (ip_adapter) / method.ip_scale (monkey)"
+    for method, key, values in (("ip_adapter", "scale", [0.0, 0.5, 1.0]), ("monkey", "ip_scale", [0.5, 1.0])):
+        line = artist(ax, f"mean:{method}")
+        assert line.get_xdata().tolist() == values
+        means = [variant_mean(scores, f"{method} (method.{key}={v})") for v in values]
+        assert np.asarray(line.get_ydata()) == pytest.approx(means)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "sweep_dreambooth_clip_t_vs_method.scale.png").write_bytes(b"from an earlier report")
+    write_sweep(sweep, report)
+    assert sorted(p.name for p in report.glob("sweep_*")) == [
+        f"sweep_dreambooth_clip_t_vs_method.scale+method.ip_scale.{e}" for e in ("pdf", "png")
+    ]
 
 
 def test_parameter_values_read_well():
