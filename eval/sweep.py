@@ -8,11 +8,13 @@ never change what is generated (hydra.job.config.override_dirname.exclude_keys i
 
 Every variant of a method with a varying parameter is a sweep point; a method run at one setting
 (`fixed`) and the reference rows (`eval.report.reference_methods`) are drawn as horizontal lines.
+Numeric keys swept by different methods share one plot axis (`method.scale` of the plain adapter
+beside MONKEY's `method.ip_scale`).
 
 Files written to the report folder (only when some parameter varies):
     sweep.csv    a row per variant and dataset: the parameter values, then per metric mean, ci_low, ci_high
     sweep.md     the same as Markdown tables, one per dataset
-    sweep_<dataset>_<metric>_vs_<param>.png / .pdf    (monkey.eval.sweep_plots)
+    sweep_<dataset>_<metric>_vs_<key>[+<key>].png / .pdf    (monkey.eval.sweep_plots)
 """
 
 import json
