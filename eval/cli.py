@@ -3,6 +3,7 @@
     monkey-report runs/demo                          # an experiment folder -> runs/demo/report/
     monkey-report runs/a runs/b/ip_adapter_1.0 --out reports/ab
     monkey-report runs/demo --eval tiny eval.report.level=subject logger=wandb logger.mode=offline
+    monkey-report runs/ablate_token --sweep method.token   # name the swept key (default: those that vary)
 
 Arguments are run folders (holding manifest/) or experiment folders (holding run folders). The score
 set defaults to the one the folders already hold; unscored images are scored first (cached), so a
@@ -63,6 +64,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", dest="eval_name", help="score set / conf/eval name (default: the folders')")
     parser.add_argument("--logger", default="none", help="none or wandb")
     parser.add_argument("--no-evaluate", action="store_true", help="do not score unscored images; report what is there")
+    parser.add_argument(
+        "--sweep", action="append", metavar="KEY", help="a swept config key, e.g. method.token (repeatable)"
+    )
     return parser.parse_intermixed_args(argv)
 
 
@@ -77,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = report_config(name, args.logger, overrides, run_dirs)
         out = args.out or (Path(paths[0]) / REPORT_DIR if len(paths) == 1 else Path(REPORT_DIR))
         report = build_report(
-            run_dirs, out, cfg.eval, cfg.logger, evaluate=not args.no_evaluate, config=OmegaConf.to_container(cfg.eval)
+            run_dirs,
+            out,
+            cfg.eval,
+            cfg.logger,
+            evaluate=not args.no_evaluate,
+            config=OmegaConf.to_container(cfg.eval),
+            sweep=args.sweep,
         )
     except MonkeyError as err:
         log.error("%s", err)

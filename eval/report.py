@@ -7,6 +7,8 @@ Files written to the report folder (runs/<run.name>/report/ by default):
     paper_comparison.csv / .md   the paper's reported numbers, ours and the difference
     pareto_<dataset>_<y>_vs_<x>.png / .pdf
     grid_<dataset>.png           source on top, one row per method, one column per item
+    sweep.csv / .md, sweep_<dataset>_<metric>_vs_<param>.png / .pdf
+                                 when the folders form a sweep (monkey.eval.sweep)
     runs.csv                     the run folders merged, with their overrides
     report.md                    all of the above on one page
 """
@@ -25,6 +27,7 @@ from monkey.eval.grid import image_grid
 from monkey.eval.plots import pareto_plot
 from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
+from monkey.eval.sweep import Sweep, build_sweep, sweep_section, write_sweep
 from monkey.eval.tables import (
     PAPER_COLUMNS,
     comparison_markdown,
@@ -58,6 +61,7 @@ class Report:
     comparison: pd.DataFrame
     plots: list[Path] = field(default_factory=list)
     grids: list[Path] = field(default_factory=list)
+    sweep: Sweep | None = None
 
 
 def paper_table_path(setting: str | None) -> Path:
@@ -94,8 +98,10 @@ def build_report(
     dataset_cfg: DictConfig | None = None,
     evaluate: bool = True,
     config: dict[str, Any] | None = None,
+    sweep: list[str] | None = None,
 ) -> Report:
-    """Merge the run folders in `paths` (run or experiment folders) into one report in `out_dir`."""
+    """Merge the run folders in `paths` (run or experiment folders) into one report in `out_dir`.
+    `sweep` names the swept keys (default: eval.report.sweep, else those that vary; see monkey.eval.sweep)."""
     out_dir = Path(out_dir)
     run_dirs = find_run_dirs(paths)
     if not run_dirs:
@@ -115,6 +121,7 @@ def build_report(
     level = settings["level"]
     table_metrics = [m for m in settings["metrics"] if m in metrics]
     pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
+    swept = build_sweep(scores, summary, settings, sweep or settings.get("sweep"))  # a bad --sweep stops here
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_frame(out_dir / "scores.csv", scores)
@@ -150,7 +157,8 @@ def build_report(
         )
         if path:
             grids.append(path)
-    report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids)
+    write_sweep(swept, out_dir)
+    report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
     generated = int((scores["method"] != ORACLE).sum())
     log.info(
@@ -194,6 +202,7 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         "",
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],
         "",
+        *sweep_section(report.sweep, report.plots),
         "## Images",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.grids],

@@ -66,7 +66,7 @@ def log_report(report, logger_cfg: DictConfig, config: dict[str, Any]) -> Path:
             "scores": image_table(report, int(logger_cfg.get("max_images", 200)), wandb),
             "table1": wandb.Table(dataframe=report.table1.astype(str)),
         }
-        for path in [*report.plots, *report.grids]:
+        for path in [*report.plots, *report.grids, *(report.sweep.plots if report.sweep else [])]:
             if path.suffix == ".png":
                 logged[f"plots/{path.stem}"] = wandb.Image(str(path))
         run.log(logged)
