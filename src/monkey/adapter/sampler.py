@@ -87,9 +87,8 @@ class MonkeySampler:
     def __init__(self, pipe: DiffusionPipeline, settings: MonkeySettings, shared: SharedWork | None = None):
         model_layers = attn2_layers(pipe.unet)
         initial_loop = loop_steps(pipe, settings.initial_steps)
-        settings.check_model(
-            model_layers, num_image_tokens(pipe.unet), initial_loop, loop_steps(pipe, settings.final_steps)
-        )
+        self.final_loop = loop_steps(pipe, settings.final_steps)  # iterations of pass 2's sampling loop
+        settings.check_model(model_layers, num_image_tokens(pipe.unet), initial_loop, self.final_loop)
         self.pipe = pipe
         # diffusers finds the execution device by walking every module for offload hooks (about 12 ms on
         # the tiny UNet, a tenth of a batch); the pipeline is placed before a sampler is made
@@ -207,12 +206,11 @@ class MonkeySampler:
 
     def mask_free_steps(self) -> int:
         """How many leading pass-2 steps do not depend on the mask (at most all but the last step)."""
-        total = loop_steps(self.pipe, self.settings.final_steps)
-        for step in range(total):
+        for step in range(self.final_loop):
             plan = self.final_plan(step)
             if plan.masked and plan.ip_scale != 0:
                 return step
-        return total - 1
+        return self.final_loop - 1
 
     def call_identity(self, batch: SubjectBatch) -> dict[str, Any]:
         assert self.shared is not None
