@@ -289,3 +289,56 @@ def test_presets_fair_and_paper(make_config):
     assert real.model["pretrained"] == "stabilityai/stable-diffusion-3.5-large"
     assert real.model["pipeline_class"] == "StableDiffusion3Pipeline" and real.method["num_inference_steps"] == 28
     assert dict(real.model["dtype"])["cuda"] == "bfloat16"
+
+
+@torch.no_grad()
+def test_loop_feeds_main_and_noised_reference_rows_where_the_plan_says(runtime, items, stock_pipe):
+    """Every transformer call, recomputed independently: the conditional main rows carry the items'
+    prompt embeddings (the stock encoder) and at step 0 the seed's noise; the reference rows carry the
+    subject image's VAE mean, forward-noised to the step's t with the item's reference-noise generator."""
+    from PIL import Image, ImageOps
+
+    method = tf_ti2i(runtime)
+    requests = requests_for(items[1:3])  # two items, two subjects
+    calls = []
+    control_rows = []
+
+    def record(module, args, kwargs):
+        calls.append({k: kwargs[k].clone() for k in ("hidden_states", "encoder_hidden_states", "timestep")})
+
+    original = ContextualSharingProcessor.__call__
+
+    def spy(self, attn, *args, **kwargs):
+        control_rows.append(self.control.plan)
+        return original(self, attn, *args, **kwargs)
+
+    handle = method.pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    ContextualSharingProcessor.__call__ = spy
+    try:
+        method.generate(requests)
+    finally:
+        handle.remove()
+        ContextualSharingProcessor.__call__ = original
+    assert len(calls) == STEPS and len(control_rows) == STEPS * len(method.pipe.transformer.transformer_blocks)
+    plan = control_rows[0]
+    prompts = [r.prompt for r in requests]
+    cond, _, _, _ = stock_pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
+    noise = torch.cat([torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(r.seed)) for r in requests])
+    clean = []
+    for r in requests:
+        image = ImageOps.fit(r.item.source.load_image(), (SIZE, SIZE), Image.Resampling.LANCZOS)
+        pixels_in = stock_pipe.image_processor.preprocess(image, height=SIZE, width=SIZE)
+        mean = stock_pipe.vae.encode(pixels_in).latent_dist.mean
+        clean.append((mean - stock_pipe.vae.config.shift_factor) * stock_pipe.vae.config.scaling_factor)
+    generators = [torch.Generator().manual_seed(reference_noise_seed(r.seed)) for r in requests]
+    stock_pipe.scheduler.set_timesteps(STEPS)
+    for step, call in enumerate(calls):
+        t = call["timestep"][0]
+        assert torch.equal(t, stock_pipe.scheduler.timesteps[step])
+        sigma = stock_pipe.scheduler.sigmas[step]
+        for k, (main, (ref,)) in enumerate(plan.pairs):
+            assert torch.allclose(call["encoder_hidden_states"][main], cond[k], atol=1e-6)
+            if step == 0:
+                assert torch.equal(call["hidden_states"][main], noise[k])
+            expected = sigma * torch.randn(clean[k].shape, generator=generators[k]) + (1 - sigma) * clean[k]
+            assert torch.allclose(call["hidden_states"][ref], expected[0], atol=1e-5)
