@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
 from diffusers.models.attention_processor import JointAttnProcessor2_0
+from helpers import QUICK_SIZE
 from monkey.baselines.tf_ti2i.method import TFTI2IMethod, reference_noise_seed
 from monkey.baselines.tf_ti2i.processor import (
     ContextualSharingProcessor,
@@ -23,6 +24,7 @@ from monkey.models.tiny import materialize_tiny
 from monkey.models.tiny_sd3 import TRANSFORMER
 from monkey.plan import build_plan
 from monkey.prompts import load_prompt_set
+from monkey.store import RunStore
 
 SIZE, STEPS, GUIDANCE = 64, 3, 3.5
 
@@ -342,3 +344,26 @@ def test_loop_feeds_main_and_noised_reference_rows_where_the_plan_says(runtime, 
                 assert torch.equal(call["hidden_states"][main], noise[k])
             expected = sigma * torch.randn(clean[k].shape, generator=generators[k]) + (1 - sigma) * clean[k]
             assert torch.allclose(call["hidden_states"][ref], expected[0], atol=1e-5)
+
+
+def test_multirun_beside_monkey_fills_the_papers_tf_ti2i_row(tmp_path):
+    """The demo's shape with the two methods: each on its own base model, one report, TF-TI2I's row
+    beside the paper's numbers (results/paper/table1.csv)."""
+    import pandas as pd
+    from test_cli import run_cli
+
+    result = run_cli(
+        tmp_path, "method=monkey,tf_ti2i", "plan.limit.subjects=1", "plan.limit.prompts=2", *QUICK_SIZE
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tmp_path / "runs" / "demo"
+    rows = [row for folder in experiment.glob("tf_ti2i*") for row in RunStore(folder).rows()]
+    assert len(rows) == 2 and all(row["info"]["sharing"] and row["height"] == 64 for row in rows)
+    assert {row["prompt"] for row in rows} == {"backpack in the jungle", "backpack in the snow"}
+    comparison = pd.read_csv(experiment / "report" / "paper_comparison.csv")
+    ours = comparison[comparison["paper_method"] == "TF-TI2I"]
+    assert set(ours["variant"]) == {"tf_ti2i"} and set(ours["dataset"]) == {"dreambooth"}
+    assert (ours["n"] == 2).all() and ours["ours"].notna().all()
+    assert dict(zip(ours["metric"], ours["paper"], strict=True)) == {"clip_t": 0.247, "dino": 0.413, "clip_i": 0.723}
+    table = pd.read_csv(experiment / "report" / "table1.csv")
+    assert {"monkey", "tf_ti2i"} <= set(table["variant"])
