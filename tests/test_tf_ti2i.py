@@ -367,3 +367,26 @@ def test_multirun_beside_monkey_fills_the_papers_tf_ti2i_row(tmp_path):
     assert dict(zip(ours["metric"], ours["paper"], strict=True)) == {"clip_t": 0.247, "dino": 0.413, "clip_i": 0.723}
     table = pd.read_csv(experiment / "report" / "table1.csv")
     assert {"monkey", "tf_ti2i"} <= set(table["variant"])
+
+
+def test_gpu_check_script_runs_quick_on_cpu_and_records_its_figures(tmp_path):
+    """benchmarks/gpu_tf_ti2i.py --quick: the tiny twin on CPU; the record's medians are those of its pairs."""
+    import importlib.util
+    import json
+    import statistics
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_tf_ti2i.py"
+    spec = importlib.util.spec_from_file_location("gpu_tf_ti2i", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--quick", "--out", str(tmp_path), "--pairs", "2"]) == 0
+    record = json.loads((tmp_path / "gpu_tf_ti2i_quick.json").read_text())
+    case = record["cases"][0]
+    assert (case["model"], case["transformer_blocks"], case["size"], case["steps"]) == ("tiny_sd3", 3, 64, 2)
+    figures = case["figures"]
+    assert len(figures["pairs_s"]) == 2
+    assert figures["time_ratio_median"] == pytest.approx(statistics.median(a / b for a, b in figures["pairs_s"]))
+    peak = figures["peak_memory"]
+    assert figures["memory_ratio"] == pytest.approx(peak["tf_ti2i"]["peak_mib"] / peak["plain"]["peak_mib"])
+    assert "| tiny_sd3 | 3 | 64 | 2 |" in (tmp_path / "gpu_tf_ti2i_quick.md").read_text()
