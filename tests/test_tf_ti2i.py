@@ -390,3 +390,29 @@ def test_gpu_check_script_runs_quick_on_cpu_and_records_its_figures(tmp_path):
     peak = figures["peak_memory"]
     assert figures["memory_ratio"] == pytest.approx(peak["tf_ti2i"]["peak_mib"] / peak["plain"]["peak_mib"])
     assert "| tiny_sd3 | 3 | 64 | 2 |" in (tmp_path / "gpu_tf_ti2i_quick.md").read_text()
+
+
+def test_tiny_sd3_twin_has_the_hub_layout_and_whole_word_tokenizers(stock_pipe):
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = materialize_tiny("sd3").pipeline
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["transformer"] == ["diffusers", "SD3Transformer2DModel"]
+    assert index["text_encoder_3"] == ["transformers", "T5EncoderModel"]
+    for name in ("tokenizer", "tokenizer_2"):
+        assert {p.name for p in (folder / name).iterdir()} >= {"vocab.json", "merges.txt", "tokenizer_config.json"}
+    assert (folder / "tokenizer_3" / "tokenizer.json").is_file()
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    assert config["qk_norm"] == "rms_norm" and config["dual_attention_layers"] == []
+    blocks = stock_pipe.transformer.transformer_blocks
+    assert [b.context_pre_only for b in blocks] == [False, False, True]
+    stored = load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(stored[k], v) for k, v in stock_pipe.transformer.state_dict().items())
+    words = ["backpack", "in", "the", "jungle"]
+    t5_ids = stock_pipe.tokenizer_3(" ".join(words)).input_ids
+    assert len(t5_ids) == len(words) + 1 and t5_ids[-1] == stock_pipe.tokenizer_3.eos_token_id
+    assert stock_pipe.tokenizer_3.decode(t5_ids, skip_special_tokens=True) == " ".join(words)
+    assert len(stock_pipe.tokenizer_2(" ".join(words)).input_ids) == len(words) + 2
