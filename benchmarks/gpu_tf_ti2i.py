@@ -196,51 +196,46 @@ class PeakMemory:
         return {"peak_mib": peak[0] / 2**20, "above_start_mib": (peak[0] - before) / 2**20}
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def measured(fn: Callable[[], Any], memory: "PeakMemory") -> tuple[float, dict[str, float]]:
+    """Seconds and peak memory of one call."""
+    seconds = [0.0]
 
+    def timed() -> None:
+        if memory.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if memory.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds[0] = time.perf_counter() - start
 
-def interleaved(a: Callable[[], Any], b: Callable[[], Any], pairs: int, device: torch.device) -> list[list[float]]:
-    """ABBA order, so a drifting machine load hits both sides alike."""
-    results = []
-    for index in range(pairs):
-        if index % 2 == 0:
-            ta, tb = timed(a, device), timed(b, device)
-        else:
-            tb, ta = timed(b, device), timed(a, device)
-        results.append([ta, tb])
-        print(f"  pair {index + 1}/{pairs}: tf_ti2i {ta:.2f} s, plain {tb:.2f} s (ratio {ta / tb:.3f})", flush=True)
-    return results
+    peak = memory.measure(timed)
+    return seconds[0], peak
 
 
 def run(
     pipe: diffusers.StableDiffusion3Pipeline, device: torch.device, size: int, steps: int, pairs: int
 ) -> dict[str, Any]:
-    """Time and measure both samplers on one pipeline; returns the figures."""
+    """Time and measure both samplers on one pipeline, interleaved in ABBA order (so a drifting
+    machine load hits both alike), after a 2-step warm-up of each; returns the figures."""
     import_repo()
     from monkey.baselines.tf_ti2i.sampling import References, SamplingSettings, decode, encode_reference, sample_tf_ti2i
 
-    settings = SamplingSettings(num_inference_steps=steps, guidance_scale=3.5)
     generator = torch.Generator("cpu").manual_seed(0)
     reference_pixels = torch.rand(1, 3, size, size, generator=generator) * 2 - 1  # a stand-in subject image
 
-    def plain() -> Any:
+    def plain(count: int = steps) -> Any:
         return pipe(
             PROMPT,
             height=size,
             width=size,
-            num_inference_steps=steps,
-            guidance_scale=settings.guidance_scale,
+            num_inference_steps=count,
+            guidance_scale=3.5,
             generator=torch.Generator("cpu").manual_seed(0),
         ).images
 
-    def tf_ti2i() -> Any:
+    def tf_ti2i(count: int = steps) -> Any:
+        settings = SamplingSettings(num_inference_steps=count, guidance_scale=3.5)
         references = References(
             latents=encode_reference(pipe, reference_pixels.to(device)),  # once per image, as the method
             prompts=[PROMPT],
@@ -251,13 +246,25 @@ def run(
         )
         return decode(pipe, latents)
 
-    print("warm-up ...", flush=True)
-    tf_ti2i()
-    plain()
+    print("warm-up (2 steps each) ...", flush=True)
+    tf_ti2i(min(2, steps))
+    plain(min(2, steps))
     memory = PeakMemory(device)
-    peak = {"plain": memory.measure(plain), "tf_ti2i": memory.measure(tf_ti2i)}
-    print(f"peak memory: {peak}", flush=True)
-    times = interleaved(tf_ti2i, plain, pairs, device)
+    times: list[list[float]] = []
+    peaks: dict[str, list[dict[str, float]]] = {"tf_ti2i": [], "plain": []}
+    for index in range(pairs):
+        order = [("tf_ti2i", tf_ti2i), ("plain", plain)]
+        if index % 2:
+            order.reverse()
+        seconds = {}
+        for name, fn in order:
+            seconds[name], peak = measured(fn, memory)
+            peaks[name].append(peak)
+        times.append([seconds["tf_ti2i"], seconds["plain"]])
+        ratio = seconds["tf_ti2i"] / seconds["plain"]
+        print(f"  pair {index + 1}/{pairs}: tf_ti2i {times[-1][0]:.2f} s, plain {times[-1][1]:.2f} s "
+              f"(ratio {ratio:.3f})", flush=True)
+    peak = {name: max(values, key=lambda p: p["peak_mib"]) for name, values in peaks.items()}
     return {
         "tf_ti2i_s_median": statistics.median(a for a, _ in times),
         "plain_s_median": statistics.median(b for _, b in times),
