@@ -237,7 +237,7 @@ def run(
     def tf_ti2i(count: int = steps) -> Any:
         settings = SamplingSettings(num_inference_steps=count, guidance_scale=3.5)
         references = References(
-            latents=encode_reference(pipe, reference_pixels.to(device)),  # once per image, as the method
+            latents=encode_reference(pipe, reference_pixels, device),  # once per image, as the method
             prompts=[PROMPT],
             generators=[torch.Generator("cpu").manual_seed(1)],
         )

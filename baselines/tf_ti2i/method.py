@@ -89,7 +89,7 @@ class TFTI2IMethod(Method):
         if key not in self.encoded:
             image = ImageOps.fit(source.load_image(), (width, height), Image.Resampling.LANCZOS)
             pixels = self.pipe.image_processor.preprocess(image, height=height, width=width)  # [1, 3, H, W]
-            self.encoded[key] = encode_reference(self.pipe, pixels.to(self.runtime.device))
+            self.encoded[key] = encode_reference(self.pipe, pixels, self.runtime.device)
             while len(self.encoded) > REFERENCES_KEPT:
                 self.encoded.popitem(last=False)
         return self.encoded[key]

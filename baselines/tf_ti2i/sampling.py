@@ -130,10 +130,11 @@ def sample_tf_ti2i(
 
 
 @torch.no_grad()
-def encode_reference(pipe: StableDiffusion3Pipeline, pixels: torch.Tensor) -> torch.Tensor:
-    """Pixels [K, 3, H, W] in [-1, 1] -> clean latents (VAE mean - shift) x scale [K, C, H/8, W/8]."""
+def encode_reference(pipe: StableDiffusion3Pipeline, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Pixels [K, 3, H, W] in [-1, 1] -> clean latents (VAE mean - shift) x scale [K, C, H/8, W/8].
+    `device` is where the pipeline computes (under model CPU offload the VAE sits on the CPU until called)."""
     vae = pipe.vae
-    mean = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean
+    mean = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mean
     return (mean - vae.config.shift_factor) * vae.config.scaling_factor
 
 
