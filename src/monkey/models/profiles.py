@@ -39,8 +39,10 @@ class ModelProfile:
     scheduler: str | None = None  # diffusers scheduler class to swap in, from the loaded config
     scheduler_kwargs: tuple[tuple[str, Any], ...] = ()
     native_size: int = 512
-    tiny: str | None = None  # tiny family ("lcm", "sd"): checkpoints are written by code
+    tiny: str | None = None  # tiny family ("lcm", "sd", "sd3"): checkpoints are written by code
     tiny_seed: int = 0
+    cpu_offload: bool = False  # CUDA: enable_model_cpu_offload (one model on the GPU at a time; same images)
+    drop_text_encoder_3: bool = False  # SD3: load without T5 (text_encoder_3=None; zeros in its place)
 
     def resolved(self) -> "ModelProfile":
         """For tiny profiles: write the checkpoints and point the profile at their paths."""
@@ -134,8 +136,16 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
     kwargs: dict[str, Any] = {"dtype": dtype}
     if profile.revision:
         kwargs["revision"] = profile.revision
-    if "safety_checker" in inspect.signature(pipeline_class.__init__).parameters:
+    parameters = inspect.signature(pipeline_class.__init__).parameters
+    if "safety_checker" in parameters:
         kwargs.update(safety_checker=None, requires_safety_checker=False)  # benchmark images are kept as made
+    if profile.drop_text_encoder_3:
+        if "text_encoder_3" not in parameters:
+            raise ConfigError(
+                f"model.drop_text_encoder_3=true needs a pipeline with a third text encoder (SD3); "
+                f"{profile.pipeline_class} has none"
+            )
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
     try:
         pipe = pipeline_class.from_pretrained(profile.pretrained, **kwargs)
     except (OSError, ValueError) as err:
@@ -162,7 +172,10 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
                 f"cannot load model.ip_adapter.repo={spec.repo!r} ({spec.subfolder}/{spec.weight_name}, "
                 f"image encoder {spec.image_encoder_folder!r}) {offline_hint()}. Cause: {err}"
             ) from err
-    pipe.to(device)
+    if profile.cpu_offload and device.type != "cpu":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     _LOADED[key] = pipe
     return pipe

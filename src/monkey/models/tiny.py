@@ -129,7 +129,7 @@ def tokenizer_words() -> list[str]:
 
 def tiny_spec(family: str, seed: int) -> dict[str, Any]:
     if family not in PIPELINES:
-        raise ConfigError(f"model.tiny={family!r} is not a tiny family; choose one of {sorted(PIPELINES)}")
+        raise ConfigError(f"model.tiny={family!r} is not a tiny family; choose one of {sorted([*PIPELINES, 'sd3'])}")
     unet = dict(UNET, **UNET_CHANGES[family])
     return {
         "family": family,
@@ -236,6 +236,13 @@ def write_once(root: Path, write: Callable[[Path], None]) -> Path:
 
 def materialize_tiny(family: str, seed: int = 0) -> TinyPaths:
     """Write the tiny checkpoints once (atomically, by folder rename) and return their paths."""
-    spec = tiny_spec(family, seed)
-    root = write_once(cache_dir() / "tiny" / f"{family}-{stable_hash(spec)}", lambda folder: write_tiny(folder, spec))
+    if family == "sd3":  # Stable Diffusion 3 (monkey.models.tiny_sd3): no IP-Adapter folder
+        from monkey.models.tiny_sd3 import tiny_sd3_spec, write_tiny_sd3
+
+        spec = tiny_sd3_spec(seed, tokenizer_words(), tiny_spec("sd", seed)["libs"])
+        write = write_tiny_sd3
+    else:
+        spec = tiny_spec(family, seed)
+        write = write_tiny
+    root = write_once(cache_dir() / "tiny" / f"{family}-{stable_hash(spec)}", lambda folder: write(folder, spec))
     return TinyPaths(pipeline=root / "pipeline", ip_adapter=root / "ip_adapter")
