@@ -25,7 +25,7 @@ def make_experiment(root: Path, methods=METHODS, prompts: int = 3) -> Path:
     experiment = root / "exp"
     items = two_dataset_items(root, prompts)
     for method in methods:
-        fake_generate(experiment / method, items, method)
+        fake_generate(experiment / method, items, method, overlay=method == "monkey")
     return experiment
 
 
