@@ -23,8 +23,10 @@ QUESTIONS, PARTICIPANTS, CHECKS = 3, 4, 2
 FAST = TallySettings(resamples=2000, bt_resamples=30)
 
 
-def build(experiment: Path, out: Path, questions=QUESTIONS, participants=PARTICIPANTS, checks=CHECKS, seed=7):
-    runs = method_runs(find_run_dirs([experiment]), list(METHODS))
+def build(
+    experiment: Path, out: Path, questions=QUESTIONS, participants=PARTICIPANTS, checks=CHECKS, seed=7, methods=METHODS
+):
+    runs = method_runs(find_run_dirs([experiment]), list(methods))
     return build_study(runs, StudySpec(questions, participants, checks, seed), out)
 
 
@@ -55,6 +57,10 @@ def test_every_method_appears_equally_often_at_every_position(study):
     assert set(counts) == {"dreambooth", "magic"}
     for dataset, counter in counts.items():
         assert counter == Counter({(m, p): 4 for m in METHODS for p in range(3)}), dataset
+    orders: dict[str, set] = {}
+    for (_, question), screen in screens(study).items():
+        orders.setdefault(question, set()).add(tuple(screen["options"]))
+    assert all(len(seen) == 3 for seen in orders.values())  # 4 participants of a question see all 3 rows
 
 
 def test_balance_within_one_when_screens_do_not_divide(experiment, tmp_path):
@@ -324,3 +330,14 @@ def test_alpha_matches_the_textbook_example():
     assert result.loc["x", "alpha"] == pytest.approx(0.743, abs=5e-4)  # the paper's printed value
     assert result.loc["x", "alpha"] == pytest.approx(hand_alpha(TEXTBOOK), abs=1e-9)
     assert result.loc["x", ["raters", "units"]].tolist() == [4, 12]
+
+
+def test_methods_generated_from_different_prompts_are_refused(tmp_path):
+    from eval_helpers import fake_generate
+    from study_helpers import two_dataset_items
+
+    items = two_dataset_items(tmp_path, prompts=1)
+    fake_generate(tmp_path / "exp" / "monkey", items, "monkey")
+    fake_generate(tmp_path / "exp" / "masactrl", items, "masactrl", prompt_suffix=", photo")
+    with pytest.raises(DataError, match=r"different prompts \['alpha in the jungle', 'alpha in the jungle, photo'\]"):
+        build(tmp_path / "exp", tmp_path / "s", questions=1, participants=1, checks=0, methods=["monkey", "masactrl"])
