@@ -99,6 +99,9 @@ def test_participant_page_clicks_export_and_tally_back(browser, experiment, down
         assert "selected" in browser.find_element("id", f"option-{target}").get_attribute("class")
         clicked[question] = target
         browser.find_element("id", "next").click()
+        if number == 3:  # a reload resumes where the participant was, answers kept
+            browser.refresh()
+            assert browser.find_element("id", "progress").text == f"Question 4 of {len(plan)}"
 
     assert browser.find_element("id", "done").is_displayed()
     browser.find_element("id", "export").click()

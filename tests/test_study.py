@@ -135,6 +135,10 @@ def test_build_is_seeded_and_refuses_to_overwrite_another_study(experiment, stud
     assert (other / "assignments.csv").read_text() != (study / "assignments.csv").read_text()
     with pytest.raises(DataError, match="holds another study"):
         build(experiment, again, seed=8)
+    cli = tmp_path / "cli"
+    arguments = ["--questions", "3", "--participants", "4", "--attention-checks", "2", "--seed", "7"]
+    assert main(["build", str(experiment), "--methods", ",".join(METHODS), "--out", str(cli), *arguments]) == 0
+    assert (cli / "assignments.csv").read_text() == (study / "assignments.csv").read_text()
 
 
 def pick_method(per_dataset: dict[str, str]):
