@@ -135,7 +135,7 @@ def card_html(card: Card, out_dir: Path, thumb) -> str:
         f'src="{thumb(card.image, THUMB_SIZE)}" alt="{e(card.method)}: {e(card.prompt)}"></a>{overlay}'
         f'<img class="source" loading="lazy" src="{thumb(card.source, SOURCE_SIZE)}" alt="subject photo"></div>'
         f"<figcaption><b>{e(card.method)}</b> · {e(card.dataset)}/{e(card.subject)} · seed {card.seed}"
-        f'<br><q>{e(card.prompt)}</q>{f"<br><small>{scores}</small>" if scores else ""}</figcaption></figure>'
+        f"<br><q>{e(card.prompt)}</q>{f'<br><small>{scores}</small>' if scores else ''}</figcaption></figure>"
     )
 
 
@@ -153,7 +153,7 @@ def gallery_html(cards: list[Card], out_dir: Path, title: str) -> str:
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{asset('gallery.css')}</style></head><body>"
-        f"<header><h1>{html.escape(title)}</h1><nav>{filters} <span id=\"shown\"></span></nav></header>"
+        f'<header><h1>{html.escape(title)}</h1><nav>{filters} <span id="shown"></span></nav></header>'
         f'<main id="cards">\n{body}\n</main>'
         f"<script>{asset('gallery.js')}</script></body></html>\n"
     )
