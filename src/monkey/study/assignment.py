@@ -76,10 +76,11 @@ def assign(
             options[(person, f"check-{j + 1:02d}")] = tuple(row)
 
     study = question_ids(chosen)
+    ids = list(study)
     screens = []
     for p, person in enumerate(people):
         rng = np.random.default_rng([seed, 2, p])
-        order = [list(study)[i] for i in rng.permutation(len(study))]
+        order = [ids[i] for i in rng.permutation(len(ids))]
         for j in range(len(checks)):  # never first: a participant meets the task before a check
             order.insert(int(rng.integers(1, len(order) + 1)), f"check-{j + 1:02d}")
         for place, question in enumerate(order, start=1):

@@ -92,12 +92,14 @@ def read_answers(study: Study, paths: list[Path]) -> tuple[pd.DataFrame, pd.Data
         options = {q: group.sort_values("position") for q, group in mine.groupby("question")}
         answered: set[str] = set()
         for index, answer in enumerate(response["answers"]):
+            if not isinstance(answer, dict):
+                raise DataError(f"{path}: answers[{index}] must be an object with 'question' and 'choice'")
             question, choice = answer.get("question"), answer.get("choice")
             if question not in options:
                 raise DataError(f"{path}: answers[{index}] names question {question!r}, not on {person}'s page")
             if question in answered:
                 raise DataError(f"{path}: question {question!r} is answered twice")
-            if not isinstance(choice, int) or not 0 <= choice < len(options[question]):
+            if type(choice) is not int or not 0 <= choice < len(options[question]):
                 raise DataError(f"{path}: answers[{index}].choice={choice!r}, allowed 0..{len(options[question]) - 1}")
             answered.add(question)
             shown = options[question].iloc[choice]
