@@ -1,7 +1,8 @@
 """Table 3 (times each method's image was chosen best) in CSV, Markdown and LaTeX, beside the paper's.
 
 Counts depend on how many people answered how many questions, so every cell also gives the share of
-answers; the paper's row (30 people x 20 questions per dataset) is compared by share.
+answers; the paper's row (30 people x 20 questions per dataset) is compared by share. The paper's
+shares are over its six methods, so they compare directly only when a study shows the same methods.
 """
 
 from importlib import resources
