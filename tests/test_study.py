@@ -259,7 +259,7 @@ def test_run_folder_without_images_or_unknown_method_is_an_error(experiment, tmp
     with pytest.raises(DataError, match=r"masactrl: no finished image"):
         build(broken, tmp_path / "s")
     code = main(["build", str(experiment), "--methods", "monkey,rectifid", "--out", str(tmp_path / "s2")])
-    assert code == 2 and "no such run folder" in caplog.text and "rectifid" in caplog.text
+    assert code == 2 and "no such method" in caplog.text and "rectifid" in caplog.text
 
 
 def luce_choices(strengths: np.ndarray, participants: int, questions: int, seed: int) -> pd.DataFrame:
@@ -345,3 +345,22 @@ def test_methods_generated_from_different_prompts_are_refused(tmp_path):
     fake_generate(tmp_path / "exp" / "masactrl", items, "masactrl", prompt_suffix=", photo")
     with pytest.raises(DataError, match=r"different prompts \['alpha in the jungle', 'alpha in the jungle, photo'\]"):
         build(tmp_path / "exp", tmp_path / "s", questions=1, participants=1, checks=0, methods=["monkey", "masactrl"])
+
+
+def test_methods_are_named_by_variant_label_as_in_the_report(tmp_path):
+    from eval_helpers import fake_generate
+    from study_helpers import two_dataset_items
+
+    items = two_dataset_items(tmp_path, prompts=1)
+    for folder, method in [
+        ("monkey,plan.limit.prompts=1", "monkey"),
+        ("masactrl,plan.limit.prompts=1", "masactrl"),
+        ("ip_adapter_1.0,method.scale=0.5,plan.limit.prompts=1", "ip_adapter_1.0"),
+    ]:
+        fake_generate(tmp_path / "exp" / folder, items, method)
+    runs = method_runs(find_run_dirs([tmp_path / "exp"]), None)
+    assert [(r.label, r.method, r.run_dir.name) for r in runs] == [
+        ("ip_adapter_1.0 (method.scale=0.5)", "ip_adapter_1.0", "ip_adapter_1.0,method.scale=0.5,plan.limit.prompts=1"),
+        ("masactrl", "masactrl", "masactrl,plan.limit.prompts=1"),
+        ("monkey", "monkey", "monkey,plan.limit.prompts=1"),
+    ]

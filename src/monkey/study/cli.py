@@ -35,7 +35,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     build = commands.add_parser("build", help="write the study's static site from run folders")
     build.add_argument("paths", nargs="+", type=Path, help="run folders or experiment folders")
     build.add_argument("--out", type=Path, required=True, help="study folder to write")
-    build.add_argument("--methods", help="comma-separated run folder names to compare (default: all)")
+    build.add_argument("--methods", help="comma-separated variant labels to compare, as in the report (default: all)")
     build.add_argument("--questions", type=int, default=20, help="questions per dataset (paper: 20)")
     build.add_argument("--participants", type=int, default=30, help="participant pages (paper: 30)")
     build.add_argument("--attention-checks", type=int, default=2, help="checks per participant (0: none)")

@@ -9,14 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from monkey.errors import DataError
+from monkey.eval.collect import variant_labels
 from monkey.store import RunStore
 
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One compared method: its label in the study (the run folder's name) and its rows' method."""
+    """One compared method: its label in the study (the report's variant label) and its rows' method."""
 
     label: str
     method: str
@@ -35,21 +37,27 @@ class Candidate:
 
 
 def method_runs(run_dirs: list[Path], labels: list[str] | None) -> list[MethodRun]:
-    """The run folders to compare, by folder name; `labels` picks and orders them (default: all)."""
-    by_label: dict[str, MethodRun] = {}
+    """The run folders to compare, by variant label (the method, plus what in the folder name tells two
+    folders of one method apart, as in the report's tables); `labels` picks and orders them (default: all)."""
+    folders = []
     for run_dir in run_dirs:
         methods = sorted({row["method"] for row in RunStore(run_dir).rows()})
         if len(methods) != 1:
             raise DataError(f"{run_dir}: a study compares one method per run folder, found {methods or 'no rows'}")
-        if run_dir.name in by_label:
-            raise DataError(f"two run folders are named {run_dir.name!r}: {by_label[run_dir.name].run_dir}, {run_dir}")
-        by_label[run_dir.name] = MethodRun(run_dir.name, methods[0], run_dir)
+        folders.append({"run_dir": str(run_dir), "method": methods[0]})
+    if not folders:
+        raise DataError("no run folder (a folder holding manifest/) given")
+    frame = pd.DataFrame(folders)
+    by_label = {
+        label: MethodRun(label, method, Path(run_dir))
+        for label, method, run_dir in zip(variant_labels(frame), frame["method"], frame["run_dir"], strict=True)
+    }
     chosen = labels or sorted(by_label)
     unknown = [label for label in chosen if label not in by_label]
     if unknown:
-        raise DataError(f"--methods {unknown}: no such run folder; allowed: {sorted(by_label)}")
+        raise DataError(f"--methods {unknown}: no such method among the run folders; allowed: {sorted(by_label)}")
     if len(set(chosen)) != len(chosen) or len(chosen) < 2:
-        raise DataError(f"--methods {chosen}: name at least two different run folders")
+        raise DataError(f"--methods {chosen}: name at least two different methods")
     return [by_label[label] for label in chosen]
 
 
