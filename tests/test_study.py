@@ -206,6 +206,8 @@ def test_incomplete_and_missing_participants_are_counted_exclusions(study, tmp_p
     assert result.counts.loc["aggregated"].sum() == 2 * QUESTIONS  # p01 alone
     kept = result.choices[result.choices["kept"]]
     assert set(kept["participant"]) == {"p01"} and len(result.choices) == 2 * (2 * QUESTIONS + CHECKS) - 2
+    with pytest.raises(DataError, match=r"no participant left to count .* \(excluded: 3 no response, 1 incomplete\)"):
+        tally(study, files[1:])
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from monkey.atomic import atomic_write_bytes
+from monkey.errors import DataError
 from monkey.study import stats
 from monkey.study.assignment import STUDY
 from monkey.study.responses import failed_checks, load_study, read_answers
@@ -51,6 +52,9 @@ def tally_study(
     exclusions = pd.concat([exclusions, failed_checks(answers, settings.allowed_check_failures)], ignore_index=True)
     answers["kept"] = ~answers["participant"].isin(exclusions["participant"])
     choices = answers[answers["kept"] & (answers["kind"] == STUDY)]
+    if choices.empty:
+        reasons = ", ".join(f"{n} {r}" for r, n in exclusions["reason"].value_counts().items())
+        raise DataError(f"no participant left to count in {[str(p) for p in responses]} (excluded: {reasons})")
     methods, datasets = study.methods, study.definition["datasets"]
     rows_method = {m["label"]: m["method"] for m in study.definition["methods"]}
     names = {label: paper_names.get(label, paper_names.get(method, "")) for label, method in rows_method.items()}
