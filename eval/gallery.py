@@ -125,7 +125,7 @@ def card_html(card: Card, out_dir: Path, thumb) -> str:
     scores = " · ".join(f"{e(k)} {v:.3f}" for k, v in card.scores.items() if isinstance(v, int | float))
     overlay = (
         f'<a href="{link(card.overlay, out_dir)}"><img class="overlay" loading="lazy" '
-        f'src="{thumb(card.overlay, THUMB_SIZE)}" alt="mask overlay"></a>'
+        f'src="{thumb(card.overlay, THUMB_SIZE)}" alt="mask overlay" title="MONKEY mask overlay"></a>'
         if card.overlay and card.overlay.is_file()
         else ""
     )
@@ -133,7 +133,8 @@ def card_html(card: Card, out_dir: Path, thumb) -> str:
         f'<figure class="card" {data} data-item="{e(card.item_id)}">'
         f'<div class="pics"><a href="{link(card.image, out_dir)}"><img class="image" loading="lazy" '
         f'src="{thumb(card.image, THUMB_SIZE)}" alt="{e(card.method)}: {e(card.prompt)}"></a>{overlay}'
-        f'<img class="source" loading="lazy" src="{thumb(card.source, SOURCE_SIZE)}" alt="subject photo"></div>'
+        f'<img class="source" loading="lazy" src="{thumb(card.source, SOURCE_SIZE)}" alt="subject photo" '
+        'title="subject photo"></div>'
         f"<figcaption><b>{e(card.method)}</b> · {e(card.dataset)}/{e(card.subject)} · seed {card.seed}"
         f"<br><q>{e(card.prompt)}</q>{f'<br><small>{scores}</small>' if scores else ''}</figcaption></figure>"
     )
