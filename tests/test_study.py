@@ -260,6 +260,10 @@ def test_run_folder_without_images_or_unknown_method_is_an_error(experiment, tmp
     shutil.rmtree(broken / "masactrl" / "images")
     with pytest.raises(DataError, match=r"masactrl: no finished image"):
         build(broken, tmp_path / "s")
+    for row_file in (broken / "masactrl" / "manifest").iterdir():  # a run killed before its first image
+        row_file.write_text("")
+    with pytest.raises(DataError, match=r"masactrl: no image \(manifest/ has no rows\)"):
+        build(broken, tmp_path / "s")
     code = main(["build", str(experiment), "--methods", "monkey,rectifid", "--out", str(tmp_path / "s2")])
     assert code == 2 and "no such method" in caplog.text and "rectifid" in caplog.text
 

@@ -42,8 +42,12 @@ def method_runs(run_dirs: list[Path], labels: list[str] | None) -> list[MethodRu
     folders = []
     for run_dir in run_dirs:
         methods = sorted({row["method"] for row in RunStore(run_dir).rows()})
+        if not methods:
+            raise DataError(
+                f"{run_dir}: no image (manifest/ has no rows); finish that run, or name the run folders to compare"
+            )
         if len(methods) != 1:
-            raise DataError(f"{run_dir}: a study compares one method per run folder, found {methods or 'no rows'}")
+            raise DataError(f"{run_dir}: a study compares one method per run folder, found {methods}")
         folders.append({"run_dir": str(run_dir), "method": methods[0]})
     if not folders:
         raise DataError("no run folder (a folder holding manifest/) given")
