@@ -73,6 +73,16 @@ def test_balance_within_one_when_screens_do_not_divide(experiment, tmp_path):
             assert sum(counter[(m, position)] for m in METHODS) == 8
 
 
+def test_no_participant_is_tied_to_one_order_when_participants_divide_by_methods(experiment, tmp_path):
+    out = tmp_path / "divisible"
+    build(experiment, out, questions=6, participants=3, checks=0)  # 3 participants, 3 methods
+    orders: dict[tuple[str, str], set] = {}
+    for (person, question), screen in screens(out).items():
+        orders.setdefault((person, question.split("-q")[0]), set()).add(tuple(screen["options"]))
+    assert len(orders) == 6 and all(len(seen) >= 2 for seen in orders.values())
+    assert all(len(set(c.values())) == 1 for c in position_counts(out).values())  # 18 screens: 2 per (method, position)
+
+
 def test_every_participant_answers_every_question_in_own_order_with_checks(study):
     found = screens(study)
     definition = json.loads((study / "study.json").read_text())

@@ -3,10 +3,13 @@
 Every participant answers the same questions (so raters can be compared: Krippendorff's alpha), in
 their own seeded order, with the attention checks at seeded places. Which method's image sits in
 which position comes from one seeded random Latin square per dataset (rows: orders of the methods,
-each method once per row and once per column). The dataset's screens, question-major then by
-participant, take its rows in turn, so over a dataset every method appears at every position
-equally often (exactly when questions x participants is a multiple of the number of methods, else to
-within one), and within one question the participants see different orders.
+each method once per row and once per column). A dataset's screens, question by question, take its
+rows in turn, the question's participants in a seeded random order. So over a dataset every method
+appears at every position equally often (exactly when questions x participants is a multiple of k,
+the number of methods, else to within one), a question's participants see different orders, and no
+participant is tied to one order: in a fixed participant order, k dividing the number of
+participants (30 people, 6 methods) would show each person the same order on every question and turn
+their position bias into a method preference.
 
 An attention check is an item outside the study questions whose options hold the methods' images
 with one replaced by a copy of the subject image (`SOURCE`); the instructions ask participants to
@@ -64,10 +67,12 @@ def assign(
     check_square = latin_square(k, np.random.default_rng([seed, 1]))
     people = participant_ids(participants)
     options: dict[tuple[str, str], tuple[str, ...]] = {}
-    for dataset, items in chosen.items():
+    for index, (dataset, items) in enumerate(chosen.items()):
+        rng = np.random.default_rng([seed, 4, index])
         for q in range(len(items)):
+            turn = rng.permutation(participants)  # participant p is the question's turn[p]-th screen
             for p, person in enumerate(people):
-                row = squares[dataset][(q * participants + p) % k]
+                row = squares[dataset][(q * participants + turn[p]) % k]
                 options[(person, f"{dataset}-q{q + 1:02d}")] = tuple(methods[m] for m in row)
     for j in range(len(checks)):
         for p, person in enumerate(people):
