@@ -12,7 +12,7 @@ from browser import start_browser
 from monkey.eval.collect import find_run_dirs
 from monkey.eval.gallery import write_gallery
 from monkey.eval.score_store import ScoreSet
-from study_helpers import METHODS, make_experiment, screens
+from study_helpers import METHODS, make_experiment, read_assignments, screens
 
 from monkey.store import RunStore
 from monkey.study.cli import default_paper_names
@@ -70,11 +70,11 @@ def test_participant_page_clicks_export_and_tally_back(browser, experiment, down
     runs = method_runs(find_run_dirs([experiment]), list(METHODS))
     build_study(runs, StudySpec(questions_per_dataset=2, participants=3, attention_checks=1, seed=3), study)
     plan = {s["screen"]: (q, s) for (p, q), s in screens(study).items() if p == "p02"}
-    images = {}  # (screen, position) -> site image path, from assignments.csv
-    for line in (study / "assignments.csv").read_text().splitlines()[1:]:
-        fields = line.split(",")
-        if fields[1] == "p02":
-            images[(int(fields[2]), int(fields[10]))] = fields[13]
+    images = {  # (screen, position) -> site image path, from assignments.csv
+        (int(row["screen"]), int(row["position"])): row["image"]
+        for row in read_assignments(study)
+        if row["participant"] == "p02"
+    }
 
     browser.get((study / "site" / "p02.html").as_uri())
     browser.find_element("id", "start").click()
