@@ -4,6 +4,7 @@
     monkey-report runs/a runs/b/ip_adapter_1.0 --out reports/ab
     monkey-report runs/demo --eval tiny eval.report.level=subject logger=wandb logger.mode=offline
     monkey-report runs/ablate_token --sweep method.token   # name the swept key (default: those that vary)
+    monkey-report runs/demo --html                   # only gallery.html (no scoring, no tables)
 
 Arguments are run folders (holding manifest/) or experiment folders (holding run folders). The score
 set defaults to the one the folders already hold; unscored images are scored first (cached), so a
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from monkey.eval.collect import find_run_dirs
+from monkey.eval.gallery import write_gallery
 from monkey.eval.report import REPORT_DIR, build_report
 from monkey.eval.score_store import ORACLE, ScoreSet, score_set_names
 from omegaconf import DictConfig, OmegaConf
@@ -64,6 +66,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval", dest="eval_name", help="score set / conf/eval name (default: the folders')")
     parser.add_argument("--logger", default="none", help="none or wandb")
     parser.add_argument("--no-evaluate", action="store_true", help="do not score unscored images; report what is there")
+    parser.add_argument("--html", action="store_true", help="write only gallery.html (and its thumbnails)")
     parser.add_argument(
         "--sweep", action="append", metavar="KEY", help="a swept config key, e.g. method.token (repeatable)"
     )
@@ -78,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_dirs = find_run_dirs(paths)
         name = args.eval_name or detect_eval_name(run_dirs)
-        cfg = report_config(name, args.logger, overrides, run_dirs)
         out = args.out or (Path(paths[0]) / REPORT_DIR if len(paths) == 1 else Path(REPORT_DIR))
+        if args.html:  # the gallery alone: scores shown where the folders hold score set `name`
+            print(f"gallery of {len(run_dirs)} run folders: {write_gallery(run_dirs, out, name)}")
+            return 0
+        cfg = report_config(name, args.logger, overrides, run_dirs)
         report = build_report(
             run_dirs,
             out,

@@ -10,6 +10,7 @@ Files written to the report folder (runs/<run.name>/report/ by default):
     sweep.csv / .md, sweep_<dataset>_<metric>_vs_<param>.png / .pdf
                                  when the folders form a sweep (monkey.eval.sweep)
     runs.csv                     the run folders merged, with their overrides
+    gallery.html, gallery/       every image with prompt, seed, scores, mask overlay (monkey.eval.gallery)
     report.md                    all of the above on one page
 """
 
@@ -23,6 +24,7 @@ import pandas as pd
 from monkey.eval.aggregate import metric_columns, summarize
 from monkey.eval.backbones import backbone_specs
 from monkey.eval.collect import collect_scores, find_run_dirs, run_config
+from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
 from monkey.eval.plots import pareto_plot
 from monkey.eval.score_store import ORACLE
@@ -158,6 +160,7 @@ def build_report(
         if path:
             grids.append(path)
     write_sweep(swept, out_dir)
+    write_gallery(run_dirs, out_dir, eval_cfg.name)  # gallery.html: every image, filterable (monkey.eval.gallery)
     report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
     generated = int((scores["method"] != ORACLE).sum())

@@ -56,15 +56,25 @@ def fake_image(item: WorkItem, method: str, size: int = 64) -> Image.Image:
 
 
 def fake_generate(
-    run_dir: Path, items: list[WorkItem], method: str, prompt_suffix: str = "", paper_location: bool = False
+    run_dir: Path,
+    items: list[WorkItem],
+    method: str,
+    prompt_suffix: str = "",
+    paper_location: bool = False,
+    overlay: bool = False,
 ) -> None:
     """Write images and manifest rows for `items` as `method`, the way monkey.runner does; with
-    `paper_location`, rows also carry the paper preset's CLIP-T text (the location alone)."""
+    `paper_location`, rows also carry the paper preset's CLIP-T text (the location alone); with
+    `overlay`, each image gets an `overlay` artifact as MONKEY's do."""
     store = RunStore(run_dir)
     with store.writer(method, f"test-{time.monotonic_ns()}") as writer:
         for index, item in enumerate(items):
             relpath = item.image_relpath(method)
-            store.write_image(relpath, fake_image(item, method))
+            image = fake_image(item, method)
+            store.write_image(relpath, image)
+            artifacts = {}
+            if overlay:
+                artifacts["overlay"] = store.write_artifact(relpath, "overlay", image.convert("L").convert("RGB"))
             writer.append(
                 {
                     **item.describe(),
@@ -73,7 +83,7 @@ def fake_generate(
                     "height": 64,
                     "width": 64,
                     "image": relpath,
-                    "artifacts": {},
+                    "artifacts": artifacts,
                     "status": STATUS_OK,
                     "info": {},
                     "timings": {},

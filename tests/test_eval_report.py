@@ -212,3 +212,23 @@ def test_wandb_offline_writes_its_files(report, tmp_path, monkeypatch):
     assert plots == {"pareto_dreambooth_clip_i_vs_clip_t", "pareto_dreambooth_dino_vs_clip_t", "grid_dreambooth"}
     staged = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x89PNG"]
     assert len(staged) == 3  # the table's first max_images images
+
+
+def test_report_writes_a_gallery_of_every_image_with_its_scores(report, tmp_path):
+    import re
+
+    from monkey.eval.cli import main as report_main
+
+    page = (report.out_dir / "gallery.html").read_text()
+    cards = re.findall(r'<figure class="card" data-method="([^"]*)".*?</figure>', page, flags=re.S)
+    generated = report.scores[report.scores["variant"] != "oracle"]
+    assert sorted(cards) == sorted(generated["variant"])  # one card per generated image, labelled as in Table 1
+    for row in generated.itertuples():  # each card shows its image's own CLIP-T, as scored
+        card = re.search(
+            rf'data-method="{re.escape(row.variant)}"[^>]*data-item="{re.escape(row.item_id)}".*?</figure>', page, re.S
+        )
+        assert f"clip_t {row.clip_t:.3f}" in card.group(0) and f"seed {row.seed}" in card.group(0)
+    out = tmp_path / "gallery_only"
+    assert report_main([str(report.run_dirs[0].parent), "--html", "--out", str(out)]) == 0
+    assert (out / "gallery.html").read_text().count('class="card"') == len(generated)
+    assert not (out / "table1.csv").exists()  # --html writes the gallery alone
