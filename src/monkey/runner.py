@@ -155,7 +155,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     # A streaming method (an external process) gets every unfinished item of the shard in one call.
     streaming = isinstance(method, StreamingMethod)
     if isinstance(method, StreamingMethod):
-        method.work_dir = run_dir / "external" / label / writer_id
+        method.work_dir = Path(run_dir) / "external" / label / writer_id
     failed = 0
     with (
         store.writer(label, writer_id) as writer,
