@@ -17,11 +17,11 @@ import pytest
 from conftest import compose_config
 from helpers import image_bytes
 from monkey.baselines.external.process import ExternalProcessError
+from monkey.eval.report import paper_table_path
+from monkey.eval.tables import paper_comparison, read_paper_table, table1_frame
 from PIL import Image
 
 from monkey.errors import ConfigError
-from monkey.eval.report import paper_table_path
-from monkey.eval.tables import paper_comparison, read_paper_table, table1_frame
 from monkey.runner import generate_stage, plan_from_config
 from monkey.store import RunStore
 
