@@ -220,6 +220,27 @@ def test_crash_or_timeout_mid_batch_keeps_finished_items_and_the_rerun_does_the_
     assert image_bytes(run_dir) == image_bytes(reference)
 
 
+def test_results_left_in_the_exchange_folder_are_taken_only_for_the_same_job(foreign_python, tmp_path):
+    """The harness died after the driver wrote some answers but before it stored them: the rerun takes
+    every answer made for the very same job line and redoes the one whose echo differs."""
+    checkout = make_checkout(tmp_path, "af8c190")
+    cfg = compose_config(*freegraftor(checkout, foreign_python))
+    run_dir = tmp_path / "run"
+    generate_stage(cfg, run_dir)
+    shutil.rmtree(run_dir / "manifest")
+    shutil.rmtree(run_dir / "images")
+    out = run_dir / "external" / "freegraftor" / "shard-000-of-001" / "out"
+    stale = sorted(out.glob("*.json"))[1]
+    answer = json.loads(stale.read_text())
+    answer["job"]["seed"] += 1  # made for another seed
+    stale.write_text(json.dumps(answer))
+    before = len(calls(checkout))
+    assert generate_stage(cfg, run_dir).generated == 4
+    assert [call["prompt"] for call in calls(checkout)[before:]] == [answer["job"]["prompt"]]
+    resumed = [row["info"]["external"].get("resumed_from_exchange", False) for row in RunStore(run_dir).rows()]
+    assert sorted(resumed) == [False, True, True, True]
+
+
 def pid_alive(pid: int, wait_s: float = 10.0) -> bool:
     deadline = time.time() + wait_s
     while time.time() < deadline:
@@ -252,6 +273,7 @@ def test_killed_harness_kills_the_child_and_the_rerun_resumes(foreign_python, tm
         time.sleep(0.05)
     harness.send_signal(signal.SIGKILL)
     harness.wait()
+    control(checkout, sleep_s=60)  # an orphaned driver would now sit in its next item
     assert 2 <= len(ok_rows(run_dir)) < 6, log.read_text()
     assert not pid_alive(calls(checkout)[-1]["pid"])  # the driver saw its stdin close and ended its group
     stored = {row["item_id"] for row in ok_rows(run_dir)}
