@@ -105,6 +105,7 @@ def test_both_apis_round_trip_jobs_into_the_store(api, foreign_python, tmp_path,
     assert (summary.generated, summary.failed) == (4, 0)
     assert f"FreeGraftor API {api}" in caplog.text  # the driver says which API it found
     assert "made 'backpack in the jungle'" in caplog.text  # upstream's stdout prints reach the log
+    assert "driver exited with code 0" in caplog.text
 
     plan = plan_from_config(cfg)
     rows = {row["item_id"]: row for row in RunStore(run_dir).rows("freegraftor")}

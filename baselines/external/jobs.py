@@ -117,7 +117,11 @@ def read_result(out_dir: Path, job: Job) -> GenerationResult | None:
     if data.get("job") != job.record:
         return None
     status = data.get("status")
-    info = {"external": {k: data[k] for k in ("status", "flags", "api", "commit", "device") if data.get(k) is not None}}
+    info = {
+        "external": {
+            k: data[k] for k in ("status", "flags", "api", "commit", "device", "peak_gpu_mb") if data.get(k) is not None
+        }
+    }
     timings = data.get("timings") or None
     if status != STATUS_OK:
         error = f"{status}: {data.get('error') or 'no reason given'}"

@@ -174,11 +174,14 @@ class ExternalMethod(StreamingMethod):
                         )
                         yield index_of[job.key], result
                 code = process.wait()
+                log.info("%s: driver exited with code %d", self.name, code)
                 if code != 0:
                     failure = f"exited with code {code}; last stderr line: {process.last_error_line()}"
             except ExternalProcessError as err:
                 failure = str(err)
         if not pending:
+            if failure:
+                log.warning("%s: every item has its answer, but the driver %s", self.name, failure)
             return
         reason = failure or "the driver finished without a result for this item"
         for key in pending:

@@ -76,7 +76,7 @@ def die_with_parent() -> None:
     """A thread that waits for EOF on stdin (the harness gone, however it died) and ends the group."""
 
     def watch() -> None:
-        while sys.stdin.buffer.read(1):
+        while os.read(0, 1):  # the raw descriptor: no buffer lock to trip interpreter shutdown
             pass
         if os.getpgrp() == os.getpid():  # the harness made us a group leader: take the workers along
             os.killpg(os.getpgrp(), signal.SIGKILL)
@@ -290,7 +290,20 @@ def run_job(module, api: str, pipeline, watch: CollageWatch, job: dict, out: Pat
     if watch.no_subject and result["status"] == "ok":
         result["flags"]["subject_fallback"] = "whole_image"
     result["timings"] = {"item_s": round(time.perf_counter() - start, 4)}
+    result.update(device_report(pipeline))
     return result
+
+
+def device_report(pipeline) -> dict:
+    """Where upstream ran and its peak GPU memory so far (only when torch is loaded and has CUDA)."""
+    report = {}
+    if getattr(pipeline, "device", None) is not None:
+        report["device"] = str(pipeline.device)
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if cuda is not None and cuda.is_available():
+        report["peak_gpu_mb"] = round(cuda.max_memory_allocated() / 2**20, 1)
+    return report
 
 
 def main() -> None:
