@@ -19,10 +19,14 @@ from helpers import image_bytes
 from monkey.baselines.external.process import ExternalProcessError
 from monkey.eval.report import paper_table_path
 from monkey.eval.tables import paper_comparison, read_paper_table, table1_frame
+from omegaconf import OmegaConf
 from PIL import Image
 
 from monkey.errors import ConfigError
-from monkey.runner import generate_stage, plan_from_config
+from monkey.hashing import stable_hash
+from monkey.methods.presets import method_spec
+from monkey.models.profiles import profile_from_config, resolve_runtime
+from monkey.runner import generate_stage, generation_config, plan_from_config
 from monkey.store import RunStore
 
 FAKES = Path(__file__).parent / "fake_freegraftor"
@@ -296,23 +300,16 @@ def test_killed_harness_kills_the_child_and_the_rerun_resumes(foreign_python, tm
     assert {row["prompt"] for row in resumed} == set(called_before) - set(again) - {plan[i] for i in stored}
 
 
-def test_unset_checkout_is_one_clear_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("FLUX_DEV", "GROUNDING_DINO", "SAM")}
-    env.pop("FREEGRAFTOR_CHECKOUT", None)
-    script = Path(sys.executable).parent / "monkey-bench"
-    result = subprocess.run(
-        [str(script), "hydra.mode=RUN", "run.stages=[generate]", "method=freegraftor", *PLAN],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in output
-    (line,) = [line for line in output.splitlines() if "method.environment.checkout=..." in line]
-    for key in ("python", "flux_dev", "grounding_dino", "sam"):
+def test_unset_checkout_is_one_clear_line(tmp_path, monkeypatch):
+    """In-process (the CLI turns every MonkeyError into its line and exit 2; tests/test_cli.py checks that)."""
+    for variable in ("FREEGRAFTOR_CHECKOUT", "FREEGRAFTOR_PYTHON", "FLUX_DEV", "GROUNDING_DINO", "SAM"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigError) as raised:
+        generate_stage(compose_config("method=freegraftor", *PLAN), tmp_path / "run")
+    (line,) = str(raised.value).splitlines()
+    for key in ("checkout", "python", "flux_dev", "grounding_dino", "sam"):
         assert f"method.environment.{key}=..." in line
+    assert not (tmp_path / "run" / "external").exists() and not (tmp_path / "run" / "images").exists()
 
 
 def test_sizes_flux_cannot_make_are_refused(foreign_python, tmp_path):
@@ -339,3 +336,20 @@ def test_freegraftor_fills_the_papers_freegraftor_row():
     row = comparison.loc[("FreeGraftor", "dino")]
     assert row["variant"] == "freegraftor" and row["ours"] == 0.45
     assert row["diff"] == pytest.approx(0.45 - 0.471)  # the paper's DreamBooth DINO for FreeGraftor
+
+
+def test_where_it_runs_is_neither_in_the_config_hash_nor_in_the_folder_name(foreign_python, tmp_path):
+    """Moving the checkout, the weights or the Python changes no image: same hash, same run folder."""
+    configs = [compose_config(*freegraftor(make_checkout(tmp_path / name, "af8c190"), foreign_python)) for name in "ab"]
+    hashes = set()
+    for cfg in configs:
+        spec = method_spec(cfg)
+        runtime = resolve_runtime(profile_from_config(spec.model), "cpu", "auto")
+        hashes.add(stable_hash(generation_config(cfg, runtime, spec)))
+    assert len(hashes) == 1 and configs[0].method.environment != configs[1].method.environment
+    knob = compose_config(*freegraftor(make_checkout(tmp_path / "c", "af8c190"), foreign_python, "method.guidance=2.0"))
+    spec = method_spec(knob)
+    runtime = resolve_runtime(profile_from_config(spec.model), "cpu", "auto")
+    assert stable_hash(generation_config(knob, runtime, spec)) not in hashes
+    excluded = OmegaConf.load(Path(__file__).parents[1] / "conf" / "config.yaml").hydra.job.config.override_dirname
+    assert {f"method.environment.{key}" for key in configs[0].method.environment} <= set(excluded.exclude_keys)

@@ -102,7 +102,16 @@ class ExternalMethod(StreamingMethod):
             raise ConfigError(f"method {name}: method.template={template!r} is not allowed; choose one of {TEMPLATES}")
         self.template = template
         self.knobs = dict(knobs or {})
-        self.environment = self.resolve_environment(environment)
+        self.environment_config = dict(environment or {})
+        self._environment: Environment | None = None
+
+    @property
+    def environment(self) -> Environment:
+        """Checked on first use, not at construction: a config can be composed, hashed and its prompts
+        listed on a machine without the external environment; generating needs it."""
+        if self._environment is None:
+            self._environment = self.resolve_environment(self.environment_config)
+        return self._environment
 
     def resolve_environment(self, environment: dict[str, Any] | None) -> Environment:
         return environment_from_config(self.name, environment)
@@ -129,6 +138,7 @@ class ExternalMethod(StreamingMethod):
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         if self.work_dir is None:
             raise RuntimeError(f"method {self.name}: the runner did not set work_dir")
+        self.environment  # noqa: B018 (a missing checkout stops here, before any file is written)
         work_dir, out_dir = self.work_dir, self.work_dir / OUT_DIR
         out_dir.mkdir(parents=True, exist_ok=True)
         for request in requests:
