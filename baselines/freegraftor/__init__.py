@@ -83,7 +83,8 @@ class FreeGraftorMethod(ExternalMethod):
             raise ConfigError(
                 f"method {self.name} runs in your own FreeGraftor environment: set "
                 + " ".join(f"method.environment.{key}=..." for key in unset)
-                + " (or FLUX_DEV, GROUNDING_DINO, SAM in the environment); README 'FreeGraftor' says how to set it up,"
+                + " (or the variables FREEGRAFTOR_CHECKOUT, FREEGRAFTOR_PYTHON, FLUX_DEV, GROUNDING_DINO, SAM);"
+                " README 'FreeGraftor' says how to set it up,"
                 " or leave the method out: hydra.sweeper.params.method=ip_adapter_0.5,ip_adapter_1.0,monkey"
             )
         checkout = Path(environment["checkout"]).expanduser().resolve()
