@@ -246,6 +246,23 @@ def test_results_left_in_the_exchange_folder_are_taken_only_for_the_same_job(for
     assert sorted(resumed) == [False, True, True, True]
 
 
+def test_an_error_while_storing_stops_the_child_at_once(foreign_python, tmp_path, monkeypatch):
+    checkout = make_checkout(tmp_path, "af8c190")
+    control(checkout, sleep_s=1.5)
+    original, written = RunStore.write_image, []
+
+    def disk_full_on_the_second_image(self, relpath, image, text=None):
+        written.append(relpath)
+        if len(written) == 2:
+            raise OSError("No space left on device")
+        original(self, relpath, image, text)
+
+    monkeypatch.setattr(RunStore, "write_image", disk_full_on_the_second_image)
+    with pytest.raises(OSError, match="No space"):
+        generate_stage(compose_config(*freegraftor(checkout, foreign_python)), tmp_path / "run")
+    assert not pid_alive(calls(checkout)[-1]["pid"], wait_s=1.0)  # not left running its next item
+
+
 def pid_alive(pid: int, wait_s: float = 10.0) -> bool:
     deadline = time.time() + wait_s
     while time.time() < deadline:

@@ -189,6 +189,11 @@ class ExternalMethod(StreamingMethod):
                     failure = f"exited with code {code}; last stderr line: {process.last_error_line()}"
             except ExternalProcessError as err:
                 failure = str(err)
+        for key in list(pending):  # written, but the driver died before it could announce them
+            late = read_result(out_dir, pending[key])
+            if late is not None:
+                del pending[key]
+                yield index_of[key], late
         if not pending:
             if failure:
                 log.warning("%s: every item has its answer, but the driver %s", self.name, failure)

@@ -8,6 +8,7 @@ rather than silently mixing two configs in one table.
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,48 +225,50 @@ def generate_batch(
         GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
     failed = 0
-    for index, result in timed_results(method, requests, label):
-        request = requests[index]
-        item = request.item
-        if item.item_id in finished:
-            continue
-        on_item(1)
-        base_row = {
-            **item.describe(),
-            **context,
-            "method": label,
-            "prompt": request.prompt,
-            "generation_seed": request.seed,
-            "height": request.height,
-            "width": request.width,
-            "info": result.info,
-            "timings": result.timings,
-            "plan_index": plan_index[item.item_id],
-            **paper_clip_t_prompt(spec, method, item),
-        }
-        if result.error is not None:
-            failed += 1
-            row = {**base_row, "image": None, "artifacts": {}, "status": STATUS_FAILED, "error": result.error}
-            writer.append({**row, "created": time.time()})
-            continue
-        relpath = item.image_relpath(label)
-        store.write_image(
-            relpath,
-            result.image,
-            text={
-                "prompt": request.prompt,
-                "seed": str(request.seed),
+    # closing(): an error while storing ends a streaming method's generator (and its child process) at once
+    with closing(timed_results(method, requests, label)) as results:
+        for index, result in results:
+            request = requests[index]
+            item = request.item
+            if item.item_id in finished:
+                continue
+            on_item(1)
+            base_row = {
+                **item.describe(),
+                **context,
                 "method": label,
-                "item_id": item.item_id,
-                "config_hash": context["config_hash"],
-            },
-        )
-        artifacts = {}
-        for name, artifact in result.artifacts.items():
-            artifacts[name] = store.write_artifact(relpath, name, artifact)
-        writer.append(
-            {**base_row, "image": relpath, "artifacts": artifacts, "status": STATUS_OK, "created": time.time()}
-        )
+                "prompt": request.prompt,
+                "generation_seed": request.seed,
+                "height": request.height,
+                "width": request.width,
+                "info": result.info,
+                "timings": result.timings,
+                "plan_index": plan_index[item.item_id],
+                **paper_clip_t_prompt(spec, method, item),
+            }
+            if result.error is not None:
+                failed += 1
+                row = {**base_row, "image": None, "artifacts": {}, "status": STATUS_FAILED, "error": result.error}
+                writer.append({**row, "created": time.time()})
+                continue
+            relpath = item.image_relpath(label)
+            store.write_image(
+                relpath,
+                result.image,
+                text={
+                    "prompt": request.prompt,
+                    "seed": str(request.seed),
+                    "method": label,
+                    "item_id": item.item_id,
+                    "config_hash": context["config_hash"],
+                },
+            )
+            artifacts = {}
+            for name, artifact in result.artifacts.items():
+                artifacts[name] = store.write_artifact(relpath, name, artifact)
+            writer.append(
+                {**base_row, "image": relpath, "artifacts": artifacts, "status": STATUS_OK, "created": time.time()}
+            )
     return failed
 
 
