@@ -258,9 +258,11 @@ def test_an_error_while_storing_stops_the_child_at_once(foreign_python, tmp_path
         original(self, relpath, image, text)
 
     monkeypatch.setattr(RunStore, "write_image", disk_full_on_the_second_image)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="No space") as raised:
         generate_stage(compose_config(*freegraftor(checkout, foreign_python)), tmp_path / "run")
-    assert not pid_alive(calls(checkout)[-1]["pid"], wait_s=1.0)  # not left running its next item
+    # while the error (and its traceback, which holds the runner's frames) is still around, as in a
+    # caller that logs it and carries on, the child must already be gone, not running its next item
+    assert raised.traceback and not pid_alive(calls(checkout)[-1]["pid"], wait_s=1.0)
 
 
 def pid_alive(pid: int, wait_s: float = 10.0) -> bool:
