@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import compose_config
 from helpers import image_bytes
 from monkey.baselines.external.process import ExternalProcessError
@@ -24,8 +25,9 @@ from PIL import Image
 
 from monkey.errors import ConfigError
 from monkey.hashing import stable_hash
+from monkey.methods.base import build_method
 from monkey.methods.presets import method_spec
-from monkey.models.profiles import profile_from_config, resolve_runtime
+from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
 from monkey.runner import generate_stage, generation_config, plan_from_config
 from monkey.store import RunStore
 
@@ -372,3 +374,16 @@ def test_where_it_runs_is_neither_in_the_config_hash_nor_in_the_folder_name(fore
     assert stable_hash(generation_config(knob, runtime, spec)) not in hashes
     excluded = OmegaConf.load(Path(__file__).parents[1] / "conf" / "config.yaml").hydra.job.config.override_dirname
     assert {f"method.environment.{key}" for key in configs[0].method.environment} <= set(excluded.exclude_keys)
+
+
+def test_the_child_sees_only_the_jobs_gpu(foreign_python, tmp_path, monkeypatch):
+    """Under accelerate launch process r runs on cuda:<LOCAL_RANK>; FreeGraftor's code says plain "cuda"."""
+    checkout = make_checkout(tmp_path, "af8c190")
+    spec = method_spec(compose_config(*freegraftor(checkout, foreign_python)))
+    profile = profile_from_config(spec.model)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    for device, expected in (("cuda:1", "5"), ("cuda", None), ("cpu", None)):
+        runtime = Runtime(device=torch.device(device), dtype=torch.bfloat16, model=profile)
+        method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
+        env = method.command(tmp_path / "jobs.jsonl", tmp_path / "out").environment()
+        assert env["CUDA_VISIBLE_DEVICES"] == (expected or "4,5")

@@ -14,6 +14,7 @@ Exchange folder (inside the run folder, one per shard writer):
 """
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,10 +131,20 @@ class ExternalMethod(StreamingMethod):
         return Command(
             argv=(*env.command, "--jobs", str(jobs_file), "--out", str(out_dir)),
             cwd=env.cwd,
-            env=env.env,
+            env={**self.device_env(), **env.env},
             startup_timeout_s=env.startup_timeout_s,
             item_timeout_s=env.item_timeout_s,
         )
+
+    def device_env(self) -> dict[str, str]:
+        """The job's GPU for the child, whose code says plain "cuda": under `accelerate launch` or
+        `torchrun` process r runs on cuda:<LOCAL_RANK>, so its child sees only that GPU."""
+        device = self.runtime.device
+        if device.type != "cuda" or device.index is None:
+            return {}
+        visible = [part for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+        physical = visible[device.index] if device.index < len(visible) else str(device.index)
+        return {"CUDA_VISIBLE_DEVICES": physical}
 
     def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         if self.work_dir is None:
