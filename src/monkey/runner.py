@@ -7,7 +7,8 @@ rather than silently mixing two configs in one table.
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,20 @@ from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
 from monkey.datasets.base import bad_image_policy, image_options, load_sources
 from monkey.errors import DataError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
-from monkey.methods.base import RUNTIME_ONLY_KEYS, GenerationRequest, Method, build_method
+from monkey.methods.base import (
+    RUNTIME_ONLY_KEYS,
+    GenerationRequest,
+    GenerationResult,
+    Method,
+    StreamingMethod,
+    build_method,
+)
 from monkey.methods.presets import MethodSpec, format_prompt, method_spec
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
 from monkey.shards import resolve_shard
-from monkey.store import STATUS_OK, RunStore
+from monkey.store import STATUS_FAILED, STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,7 @@ class GenerateSummary:
     skipped: int  # already finished before this call
     generated: int
     unusable: int = 0  # items not generated because their subject image is unusable (on_bad_image=skip)
+    failed: int = 0  # items the method tried and failed (rows with status failed; a rerun retries them)
 
 
 def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
@@ -144,21 +153,48 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         "origin": "generated",
         "preset": spec.preset,
     }
+    # A streaming method (an external process) gets every unfinished item of the shard in one call.
+    streaming = isinstance(method, StreamingMethod)
+    if isinstance(method, StreamingMethod):
+        method.work_dir = Path(run_dir) / "external" / label / writer_id
+    failed = 0
     with (
         store.writer(label, writer_id) as writer,
         tqdm(
             total=len(mine), initial=len(mine) - len(todo), desc=f"{label} [{shard + 1}/{num_shards}]", unit="img"
         ) as progress,
     ):
+        pending: list[WorkItem] = []
         for batch in todo_batches:
             usable, bad = gate.split(batch)
             for item, error in bad:
                 if skips.get(item.item_id) != str(error):
                     writer.append(skipped_row(item, error, label, context, plan_index[item.item_id]))
-            if any(item.item_id not in done for item in usable):
-                generate_batch(method, usable, spec, store, writer, label, context, plan_index, finished=done)
             unusable += len(bad)
-            progress.update(sum(item.item_id not in done for item in batch))
+            progress.update(len(bad))
+            if streaming:
+                pending += [item for item in usable if item.item_id not in done]
+            elif any(item.item_id not in done for item in usable):
+                failed += generate_batch(
+                    method,
+                    usable,
+                    spec,
+                    store,
+                    writer,
+                    label,
+                    context,
+                    plan_index,
+                    finished=done,
+                    on_item=progress.update,
+                )
+        if pending:
+            failed += generate_batch(
+                method, pending, spec, store, writer, label, context, plan_index, on_item=progress.update
+            )
+    if failed:
+        log.warning(
+            "%s: %d items failed (manifest rows: status failed, with the reason); a rerun retries them", label, failed
+        )
     if unusable:
         log.warning(
             "%s: %d items skipped, their subject image is unusable (manifest rows: status skipped)", label, unusable
@@ -167,7 +203,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         raise DataError(
             f"no usable subject image among the {unusable} items of this run; skipped ones are in {run_dir}"
         )
-    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable, unusable)
+    return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable - failed, unusable, failed)
 
 
 def generate_batch(
@@ -180,37 +216,24 @@ def generate_batch(
     context: dict[str, Any],
     plan_index: dict[str, int],
     finished: Collection[str] = (),
-) -> None:
-    """Generate `batch` and store every result whose item is not already `finished`."""
+    on_item: Callable[[int], object] = lambda n: None,
+) -> int:
+    """Generate `batch` and store every result whose item is not already `finished`, each as soon as
+    the method hands it back; a failed result gets a row with its reason and no image. Returns the
+    number of failed items."""
     requests = [
         GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
-    start = time.perf_counter()
-    results = method.generate(requests)
-    elapsed = time.perf_counter() - start
-    if len(results) != len(requests):
-        raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")
-    for request, result in zip(requests, results, strict=True):
-        item = request.item
-        if item.item_id in finished:
-            continue
-        relpath = item.image_relpath(label)
-        store.write_image(
-            relpath,
-            result.image,
-            text={
-                "prompt": request.prompt,
-                "seed": str(request.seed),
-                "method": label,
-                "item_id": item.item_id,
-                "config_hash": context["config_hash"],
-            },
-        )
-        artifacts = {}
-        for name, artifact in result.artifacts.items():
-            artifacts[name] = store.write_artifact(relpath, name, artifact)
-        writer.append(
-            {
+    failed = 0
+    # closing(): an error while storing ends a streaming method's generator (and its child process) at once
+    with closing(timed_results(method, requests, label)) as results:
+        for index, result in results:
+            request = requests[index]
+            item = request.item
+            if item.item_id in finished:
+                continue
+            on_item(1)
+            base_row = {
                 **item.describe(),
                 **context,
                 "method": label,
@@ -218,16 +241,54 @@ def generate_batch(
                 "generation_seed": request.seed,
                 "height": request.height,
                 "width": request.width,
-                "image": relpath,
-                "artifacts": artifacts,
-                "status": STATUS_OK,
                 "info": result.info,
-                "timings": {"batch_s": round(elapsed, 4), "item_s": round(elapsed / len(requests), 4)},
+                "timings": result.timings,
                 "plan_index": plan_index[item.item_id],
-                "created": time.time(),
                 **paper_clip_t_prompt(spec, method, item),
             }
-        )
+            if result.error is not None:
+                failed += 1
+                row = {**base_row, "image": None, "artifacts": {}, "status": STATUS_FAILED, "error": result.error}
+                writer.append({**row, "created": time.time()})
+                continue
+            relpath = item.image_relpath(label)
+            store.write_image(
+                relpath,
+                result.image,
+                text={
+                    "prompt": request.prompt,
+                    "seed": str(request.seed),
+                    "method": label,
+                    "item_id": item.item_id,
+                    "config_hash": context["config_hash"],
+                },
+            )
+            artifacts = {}
+            for name, artifact in result.artifacts.items():
+                artifacts[name] = store.write_artifact(relpath, name, artifact)
+            writer.append(
+                {**base_row, "image": relpath, "artifacts": artifacts, "status": STATUS_OK, "created": time.time()}
+            )
+    return failed
+
+
+def timed_results(
+    method: Method, requests: list[GenerationRequest], label: str
+) -> Iterator[tuple[int, GenerationResult]]:
+    """(index, result) pairs: a streaming method's as they come (with its own timings), any other
+    method's after its one `generate` call, each with the batch's time."""
+    if isinstance(method, StreamingMethod):
+        yield from method.stream(requests)
+        return
+    start = time.perf_counter()
+    results = method.generate(requests)
+    elapsed = time.perf_counter() - start
+    if len(results) != len(requests):
+        raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")
+    timings = {"batch_s": round(elapsed, 4), "item_s": round(elapsed / len(requests), 4)}
+    for index, result in enumerate(results):
+        result.timings = result.timings or timings
+        yield index, result
 
 
 def paper_clip_t_prompt(spec: MethodSpec, method: Method, item: WorkItem) -> dict[str, str]:

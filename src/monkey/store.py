@@ -30,6 +30,7 @@ MANIFEST_DIR = "manifest"
 CONFIG_DIR = "configs"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"  # not generated: the subject image is unusable (dataset.on_bad_image=skip)
+STATUS_FAILED = "failed"  # the method tried and failed (an external process's item): no image, retried on rerun
 
 
 def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:

@@ -6,8 +6,9 @@ runner owns seeds, prompts, storage and resumption; a method owns only how an im
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ from monkey.models.profiles import Runtime
 from monkey.plan import WorkItem
 
 # Keys of a method config that change how a job runs but never what it makes (`share`: MONKEY's caches,
-# which give the bytes an uncached run gives).
-RUNTIME_ONLY_KEYS = frozenset({"_target_", "name", "batch_size", "share"})
+# which give the bytes an uncached run gives; `environment`: where an external method's own Python,
+# checkout and weights live).
+RUNTIME_ONLY_KEYS = frozenset({"_target_", "name", "batch_size", "share", "environment"})
 
 
 @dataclass
@@ -42,9 +44,11 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
-    image: Image.Image
+    image: Image.Image | None  # None only with `error`
     artifacts: dict[str, Image.Image | np.ndarray] = field(default_factory=dict)  # saved beside the image
     info: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest row (flags, fallbacks)
+    error: str | None = None  # set: the item failed; its row says why (status failed) and a rerun retries it
+    timings: dict[str, float] | None = None  # the method's own per-item timings (default: the batch's)
 
 
 class Method(ABC):
@@ -69,6 +73,25 @@ class Method(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Return one result per request, in order."""
+
+
+class StreamingMethod(Method):
+    """A method that takes every unfinished item of a shard in one call and hands each result back as
+    soon as it is made (an external process loads its models once, and a kill loses only the item in
+    flight). The runner stores each result as it arrives."""
+
+    work_dir: Path | None = None  # set by the runner: this shard writer's own folder inside the run folder
+
+    @abstractmethod
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield (index into `requests`, result), in any order, at most once per request."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        results: dict[int, GenerationResult] = dict(self.stream(requests))
+        missing = [request.item.item_id for index, request in enumerate(requests) if index not in results]
+        if missing:
+            raise RuntimeError(f"method {self.name} returned no result for {missing}")
+        return [results[index] for index in range(len(requests))]
 
 
 def same_source_runs(requests: Sequence[GenerationRequest]) -> list[list[GenerationRequest]]:
