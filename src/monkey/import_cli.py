@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from monkey.atomic import atomic_write_bytes
 from monkey.errors import ConfigError, MonkeyError
 from monkey.hashing import stable_hash
 from monkey.imports import (
@@ -118,7 +119,7 @@ def run_images(args: argparse.Namespace) -> int:
         "problems": [{"row": p.where, "problem": p.message} for p in result.problems],
         "missing_items": [item.item_id for item in result.missing],
     }
-    (run_dir / f"import-{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(run_dir / f"import-{args.name}.json", (json.dumps(summary, indent=2) + "\n").encode())
     return 0
 
 
