@@ -93,7 +93,6 @@ def test_a_refused_write_names_the_folder_and_keeps_the_old_file(tmp_path, code,
 def scored_experiment(tmp_path_factory):
     """Two fake run folders, scored with the tiny backbones, ready for a report."""
     from conftest import compose_config
-
     from monkey.eval.scoring import evaluate_run
 
     root = tmp_path_factory.mktemp("atomic_report")
@@ -154,7 +153,7 @@ def unreadable_files(folder: Path) -> list[str]:
                 continue  # a killed writer's temp file: never read, replaced by the next rename
             else:
                 path.read_text(encoding="utf-8")
-        except Exception as err:  # noqa: BLE001 - any failure to read counts
+        except Exception as err:
             bad.append(f"{path.name}: {type(err).__name__}")
     return bad
 
@@ -162,7 +161,7 @@ def unreadable_files(folder: Path) -> list[str]:
 def test_report_killed_at_random_points_leaves_only_readable_files(scored_experiment):
     experiment, _, _ = scored_experiment
     script = Path(sys.executable).parent / "monkey-report"
-    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else ["-m", "monkey.eval.cli"])]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "monkey.eval.cli"]
     command += [str(experiment), "--no-evaluate"]
     start = time.monotonic()
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
