@@ -26,8 +26,6 @@ def check_job_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key of `cfg` that no stage could use."""
     for key in ("run.name", "method.name", "dataset.name"):
         path_name(select(cfg, key), key)
-    if "eval" in cfg and cfg.eval is not None and "name" in cfg.eval:
-        path_name(cfg.eval.name, "eval.name")
     for key in ("generation.height", "generation.width"):
         side = count(cfg, key, minimum=VAE_FACTOR)
         if side % VAE_FACTOR:
@@ -46,6 +44,11 @@ def check_job_config(cfg: DictConfig) -> None:
         count(cfg, "plan.limit.prompts", minimum=1)
     check_subject_limit(to_plain(select(cfg, "plan.limit.subjects")))
     check_shard(select(cfg, "shard"), select(cfg, "num_shards"))
+    if "eval" in cfg and cfg.eval is not None:  # after runtime.device, which eval.device follows by default
+        if "name" in cfg.eval:
+            path_name(cfg.eval.name, "eval.name")
+        if cfg.eval.get("device") is not None:
+            check_device(str(cfg.eval.device), "eval.device")
 
 
 def select(cfg: DictConfig, key: str) -> Any:

@@ -279,6 +279,7 @@ def write_import(
                     "dtype": None,
                     "origin": "imported",
                     "preset": None,
+                    "batch": None,  # made elsewhere: no batch of this harness
                     "method": name,
                     "prompt": prompt,
                     "generation_seed": as_int(row, "generation_seed"),
