@@ -14,6 +14,9 @@ every file must be byte-identical except
   - logs and `.hydra/` (timestamps, the folder's own path),
   - manifests, compared row by row without the fields that record when and by whom
     (`created`, `timings`, `writer`),
+  - score records (JSON), compared without `created` and `image_stat` (the image file's mtime),
+  - report tables (CSV, parquet), compared as tables without those columns and with the run root's
+    own path (which names the folder) replaced by a placeholder,
   - report PDFs, compared without their /CreationDate,
   - leftover `.*.tmp` files (listed in the record).
 
@@ -39,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "evaluate", "report")
 VOLATILE_ROW_FIELDS = ("created", "timings", "writer")
+VOLATILE_SCORE_FIELDS = ("created", "image_stat")
 
 
 def overrides(run_root: Path, method: str, subjects: int, prompts: int) -> list[str]:
@@ -110,7 +114,19 @@ def unreadable(folder: Path) -> list[str]:
     return bad
 
 
-def comparable(folder: Path) -> dict[str, Any]:
+def table_text(path: Path, run_root: Path) -> str:
+    """A report table as CSV text without volatile columns, the run root's path replaced."""
+    import io
+
+    import pandas as pd
+
+    text = path.read_text() if path.suffix == ".csv" else pd.read_parquet(path).to_csv(index=False)
+    frame = pd.read_csv(io.StringIO(text.replace(str(run_root), "<root>")))
+    volatile = [c for c in frame.columns if c.split(".")[-1] in VOLATILE_SCORE_FIELDS or c == "cfg.run.root"]
+    return frame.drop(columns=volatile).to_csv(index=False)
+
+
+def comparable(folder: Path, run_root: Path) -> dict[str, Any]:
     """relative path -> what must be equal between two runs (see the module docstring)."""
     from monkey.store import read_manifest_file
 
@@ -122,6 +138,11 @@ def comparable(folder: Path) -> dict[str, Any]:
         if path.suffix == ".jsonl" and path.parent.name == "manifest":
             rows = read_manifest_file(path)
             out[rel] = [{k: v for k, v in row.items() if k not in VOLATILE_ROW_FIELDS} for row in rows]
+        elif path.suffix == ".json" and "scores" in path.parts:
+            record = json.loads(path.read_text())
+            out[rel] = {k: v for k, v in record.items() if k not in VOLATILE_SCORE_FIELDS}
+        elif path.suffix in (".csv", ".parquet") and "report" in path.parts:
+            out[rel] = table_text(path, run_root)
         elif path.suffix == ".pdf":
             out[rel] = re.sub(rb"/CreationDate \([^)]*\)", b"", path.read_bytes())
         else:
@@ -198,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             broken += bad
             print(f"{stage}: {outcome}; unreadable files: {len(bad)}", flush=True)
         run_stage(stage, killed_args, env)  # then to the end
-    reference, killed = comparable(experiment_dir(reference_root)), comparable(folder)
+    reference = comparable(experiment_dir(reference_root), reference_root)
+    killed = comparable(folder, killed_root)
     differing = sorted(k for k in set(reference) | set(killed) if reference.get(k) != killed.get(k))
     leftovers = sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
     record = {
