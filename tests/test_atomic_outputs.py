@@ -159,18 +159,21 @@ def unreadable_files(folder: Path) -> list[str]:
 
 
 def test_report_killed_at_random_points_leaves_only_readable_files(scored_experiment):
+    """Kills aimed at the report's write phase (the window in which an uninterrupted run wrote its
+    files, most of it spent drawing plots), while the previous report's files are in place."""
     experiment, _, _ = scored_experiment
     script = Path(sys.executable).parent / "monkey-report"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "monkey.eval.cli"]
     command += [str(experiment), "--no-evaluate"]
-    start = time.monotonic()
+    start = time.time()
     assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
-    duration = time.monotonic() - start
     out = experiment / "report"
+    written = [p.stat().st_mtime - start for p in out.rglob("*") if p.is_file()]
+    first, last = min(written), max(written)
     rng = random.Random(18)
-    for _ in range(3):  # kills while the previous report's files are in place, as a rerun meets them
+    for _ in range(3):
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 1.0) * duration)  # the write phase is the end of the run
+        time.sleep(rng.uniform(max(0.0, first - 0.3), last))
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert unreadable_files(out) == []
