@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.models.profiles import offline_hint
+from monkey.models.profiles import load_cause, offline_hint
 
 TEMPLATE_FIELDS = ("class_name", "subject_word")
 
@@ -61,7 +61,9 @@ class BlipCaptioner(Captioner):
             self.processor = BlipProcessor.from_pretrained(pretrained, **kwargs)
             self.model = BlipForConditionalGeneration.from_pretrained(pretrained, **kwargs).eval()
         except (OSError, ValueError) as err:
-            raise ModelLoadError(f"cannot load captioner {pretrained!r} {offline_hint()}. Cause: {err}") from err
+            raise ModelLoadError(
+                f"cannot load captioner {pretrained!r} {offline_hint(pretrained)}. Cause: {load_cause(err)}"
+            ) from err
         self.max_new_tokens = max_new_tokens
 
     def to(self, device: torch.device) -> "BlipCaptioner":

@@ -176,10 +176,16 @@ def dino_transform(resize: int, crop: int):
     )
 
 
-def offline_hint() -> str:
+def offline_hint(repo_id: str | None = None) -> str:
     from monkey.models.profiles import offline_hint as hint  # imported on use: it pulls in diffusers
 
-    return hint()
+    return hint(repo_id)
+
+
+def load_cause(err: BaseException) -> str:
+    from monkey.models.profiles import load_cause as cause
+
+    return cause(err)
 
 
 def load_timm(spec: BackboneSpec, device: torch.device, batch_size: int) -> TimmBackbone:
@@ -204,12 +210,13 @@ def load_timm(spec: BackboneSpec, device: torch.device, batch_size: int) -> Timm
         if "Unknown model" in str(err):
             raise ConfigError(f"eval.backbones.{spec.key}.model_name={spec.model_name!r}: {err}") from err
         raise ModelLoadError(
-            f"cannot load eval.backbones.{spec.key} ({spec.model_name}) from {where} {offline_hint()}. Cause: {err}"
+            f"cannot load eval.backbones.{spec.key} ({spec.model_name}) from {where} {offline_hint()}. "
+            f"Cause: {load_cause(err)}"
         ) from err
     except OSError as err:
         raise ModelLoadError(
             f"cannot load eval.backbones.{spec.key} ({spec.model_name}) from {where} {offline_hint()}, or set "
-            f"eval.backbones.{spec.key}.pretrained to a local model.safetensors. Cause: {err}"
+            f"eval.backbones.{spec.key}.pretrained to a local model.safetensors. Cause: {load_cause(err)}"
         ) from err
     return TimmBackbone(spec, model, device, batch_size)
 
@@ -229,7 +236,8 @@ def load_open_clip(spec: BackboneSpec, device: torch.device, batch_size: int) ->
     except (RuntimeError, OSError) as err:
         raise ModelLoadError(
             f"cannot load eval.backbones.{spec.key} (open_clip {name!r}, pretrained={weights!r}) "
-            f"{offline_hint()}, or set eval.backbones.{spec.key}.pretrained to a local checkpoint file. Cause: {err}"
+            f"{offline_hint()}, or set eval.backbones.{spec.key}.pretrained to a local checkpoint file. "
+            f"Cause: {load_cause(err)}"
         ) from err
     return OpenClipBackbone(spec, model, device, batch_size, transform, open_clip.get_tokenizer(name))
 

@@ -14,6 +14,7 @@ from monkey.eval.scoring import AS_STORED
 from monkey.eval.tables import dataset_label
 from PIL import Image
 
+from monkey.atomic import atomic_savefig
 from monkey.images import load_rgb
 
 
@@ -76,6 +77,6 @@ def image_grid(
     fig.suptitle(f"{dataset_label(dataset)}: source (top) and each method", fontsize=9)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=100)
+    atomic_savefig(fig, out_path, dpi=100)
     plt.close(fig)
     return out_path

@@ -15,6 +15,8 @@ import pandas as pd
 from monkey.eval.pareto import frontier_path, pareto_mask
 from monkey.eval.tables import dataset_label
 
+from monkey.atomic import atomic_savefig
+
 
 def label_offsets(
     x: np.ndarray, y: np.ndarray, span_x: float, span_y: float, near: float = 0.04
@@ -91,6 +93,6 @@ def pareto_plot(
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        atomic_savefig(fig, path, dpi=150)
     plt.close(fig)
     return paths

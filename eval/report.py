@@ -45,7 +45,7 @@ from monkey.eval.tables import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from monkey.atomic import atomic_write_bytes
+from monkey.atomic import atomic_to_parquet, atomic_write_bytes
 from monkey.errors import DataError
 from monkey.hashing import to_plain
 
@@ -127,7 +127,8 @@ def build_report(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_frame(out_dir / "scores.csv", scores)
-    scores.astype({c: str for c in scores.columns if scores[c].dtype == object}).to_parquet(out_dir / "scores.parquet")
+    as_text = {c: str for c in scores.columns if scores[c].dtype == object}
+    atomic_to_parquet(scores.astype(as_text), out_dir / "scores.parquet")
     write_frame(out_dir / "summary.csv", summary)
     write_frame(out_dir / "runs.csv", runs_table(scores))
 

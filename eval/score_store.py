@@ -19,6 +19,7 @@ import pandas as pd
 from monkey.atomic import atomic_write_json
 from monkey.errors import RunFolderError
 from monkey.hashing import stable_hash
+from monkey.names import path_name
 
 SCORES_DIR = "scores"
 ORACLE = "oracle"  # reserved method label of the real-image reference rows
@@ -28,7 +29,7 @@ FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not dat
 class ScoreSet:
     def __init__(self, run_dir: str | Path, name: str):
         self.run_dir = Path(run_dir)
-        self.name = name
+        self.name = path_name(name, "eval.name")
         self.root = self.run_dir / SCORES_DIR / name
 
     def check(self, settings: dict[str, Any]) -> str:
@@ -56,7 +57,8 @@ class ScoreSet:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def path(self, method: str, item_id: str) -> Path:
-        return self.root / "items" / method / f"{item_id}.json"
+        parts = [path_name(method, "method"), *(path_name(part, "item id") for part in item_id.split("/"))]
+        return self.root.joinpath("items", *parts[:-1], f"{parts[-1]}.json")
 
     def read(self, method: str, item_id: str) -> dict[str, Any] | None:
         path = self.path(method, item_id)

@@ -25,6 +25,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from monkey.eval.tables import dataset_label
 
+from monkey.atomic import atomic_savefig
+
 if TYPE_CHECKING:
     from monkey.eval.sweep import Parameter, Sweep
 
@@ -162,7 +164,7 @@ def sweep_plots(sweep: Sweep, out_dir: Path) -> list[Path]:
                 along = "+".join(file_part(p.key) for p in axis)
                 stem = f"sweep_{file_part(dataset)}_{file_part(metric)}_vs_{along}"
                 for suffix in (".png", ".pdf"):
-                    fig.savefig(out_dir / f"{stem}{suffix}", dpi=150, bbox_inches="tight")  # legend outside
+                    atomic_savefig(fig, out_dir / f"{stem}{suffix}", dpi=150, bbox_inches="tight")  # legend outside
                     paths.append(out_dir / f"{stem}{suffix}")
                 plt.close(fig)
     return paths

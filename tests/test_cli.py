@@ -104,4 +104,6 @@ def test_model_that_cannot_load_offline_names_the_id(tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 2
     assert "model.pretrained='SimianLuo/LCM_Dreamshaper_v7'" in output and "HF_HUB_OFFLINE" in output
+    assert "`hf download SimianLuo/LCM_Dreamshaper_v7`" in output  # the command to run, not a placeholder
+    assert "stacktrace" not in output.lower() and "Traceback" not in output  # no pointer to a hidden trace
     shutil.rmtree(tmp_path / "runs", ignore_errors=True)

@@ -13,8 +13,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from monkey.atomic import UNWRITABLE
 from monkey.errors import MonkeyError
 from monkey.hashing import stable_hash
+from monkey.names import folder_slug
 from monkey.shards import shard_label
 from monkey.stages import run_stages
 
@@ -32,7 +34,9 @@ def run_key(method_name: str, override_dirname: str) -> str:
     extra = [
         flat_path(part) for part in override_dirname.split(",") if part and not part.startswith(NOT_IN_FOLDER_NAME)
     ]
-    return ",".join([method_name, *extra])
+    # Hydra makes this folder before the app runs: a bad method.name must not take it outside the run
+    # root; the app then refuses the name itself (monkey.config_check) with one error line
+    return folder_slug(",".join([str(method_name), *extra]))
 
 
 def flat_path(override: str) -> str:
@@ -65,15 +69,30 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-@hydra.main(version_base="1.3", config_path="pkg://monkey.conf", config_name="config")
-def app(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    quiet_libraries()
+def run_job(cfg: DictConfig, run_dir: Path) -> int:
+    """Run the job's stages; 0 when done, 2 after one logged line for input the user can fix (a bad
+    key or file, a folder that cannot take the results). Anything else is a bug: its traceback stays."""
     try:
         run_stages(cfg, run_dir)
     except MonkeyError as err:
         log.error("%s", err)
-        sys.exit(2)
+        return 2
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        where = Path(err.filename) if err.filename else run_dir
+        log.error("cannot write %s: %s (%s)", where, UNWRITABLE[err.errno], err.strerror)
+        return 2
+    return 0
+
+
+@hydra.main(version_base="1.3", config_path="pkg://monkey.conf", config_name="config")
+def app(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    quiet_libraries()
+    code = run_job(cfg, run_dir)
+    if code:
+        sys.exit(code)
 
 
 def main() -> None:

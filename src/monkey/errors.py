@@ -23,3 +23,7 @@ class ModelLoadError(MonkeyError):
 
 class RunFolderError(MonkeyError):
     """A run folder holds results that conflict with the requested run."""
+
+
+class OutputError(MonkeyError):
+    """The file system refused a write (no space left, read-only, no permission): names the folder."""

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
+from monkey.atomic import atomic_write_bytes
 from monkey.errors import ConfigError, MonkeyError
 from monkey.hashing import stable_hash
 from monkey.imports import (
@@ -31,6 +32,7 @@ from monkey.imports import (
     write_import,
     write_jobs,
 )
+from monkey.names import path_name
 from monkey.store import RunStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -95,7 +97,8 @@ def run_images(args: argparse.Namespace) -> int:
     cfg = plan_config(args.overrides)
     plan = plan_of(cfg)
     result: ImportPlan = match(rows, plan, args.images)
-    run_dir = args.run_dir or Path(cfg.run.root) / cfg.run.name / args.name
+    path_name(args.name, "--name")
+    run_dir = args.run_dir or Path(cfg.run.root) / path_name(cfg.run.name, "run.name") / args.name
     failed = (result.problems and not args.skip_problems) or (result.missing and args.require_all)
     if failed:
         print(report_text(args.name, run_dir, len(rows), result, 0, 0, len(plan)), file=sys.stderr)
@@ -118,7 +121,7 @@ def run_images(args: argparse.Namespace) -> int:
         "problems": [{"row": p.where, "problem": p.message} for p in result.problems],
         "missing_items": [item.item_id for item in result.missing],
     }
-    (run_dir / f"import-{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(run_dir / f"import-{args.name}.json", (json.dumps(summary, indent=2) + "\n").encode())
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from monkey.atomic import atomic_write_bytes
 from monkey.errors import DataError, RunFolderError
 from monkey.hashing import bytes_sha256
 from monkey.images import ImageOptions, load_rgb, to_rgb
@@ -278,6 +279,7 @@ def write_import(
                     "dtype": None,
                     "origin": "imported",
                     "preset": None,
+                    "batch": None,  # made elsewhere: no batch of this harness
                     "method": name,
                     "prompt": prompt,
                     "generation_seed": as_int(row, "generation_seed"),
@@ -318,14 +320,14 @@ def jobs_table(plan: list[WorkItem], method: str) -> list[dict[str, Any]]:
 
 
 def write_jobs(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".jsonl", ".json"):
-        path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8")
+        atomic_write_bytes(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode("utf-8"))
         return
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(JOB_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(JOB_COLUMNS))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 def report_text(name: str, run_dir: Path, rows: int, result: ImportPlan, written: int, skipped: int, plan: int) -> str:

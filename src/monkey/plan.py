@@ -5,14 +5,17 @@ noise for the same work item.
 """
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError
+from monkey.names import path_name
 from monkey.prompts import PromptSet
 
+log = logging.getLogger(__name__)
 PAIRINGS = ("cross", "cycle")
 T = TypeVar("T")
 
@@ -32,7 +35,12 @@ class WorkItem:
 
     def image_relpath(self, method: str) -> str:
         s = self.source
-        return f"images/{method}/{s.dataset}/{s.subject}/{s.image_id}_p{self.prompt_index:02d}_s{self.seed_index}.png"
+        folders = "/".join(
+            path_name(value, key)
+            for value, key in ((method, "method.name"), (s.dataset, "dataset.name"), (s.subject, "subject"))
+        )
+        stem = path_name(s.image_id, "image id")
+        return f"images/{folders}/{stem}_p{self.prompt_index:02d}_s{self.seed_index}.png"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -66,6 +74,10 @@ def limit_sources(sources: list[Source], subjects: int | list[str] | None) -> li
         if unknown:
             raise ConfigError(f"plan.limit.subjects names unknown subjects {unknown}; known: {names}")
         keep = set(subjects)
+    dropped = [name for name in names if name not in keep]
+    if dropped:  # a limit must never silently shrink a user's dataset
+        shown = ", ".join(dropped[:10]) + (f", ... ({len(dropped) - 10} more)" if len(dropped) > 10 else "")
+        log.info("plan.limit.subjects=%s keeps %d of %d subjects; left out: %s", subjects, len(keep), len(names), shown)
     return [source for source in sources if source.subject in keep]
 
 
@@ -86,6 +98,10 @@ def build_plan(
     if limit_prompts is not None and limit_prompts < 1:
         raise ConfigError(f"plan.limit.prompts={limit_prompts} must be >= 1 or null")
     rows = limit_sources(sources, limit_subjects)
+    if limit_prompts is not None:
+        longest = max((len(prompts.locations_for(source)) for source in rows), default=0)
+        if longest > limit_prompts:
+            log.info("plan.limit.prompts=%d keeps the first %d of %d prompts", limit_prompts, limit_prompts, longest)
     items: list[WorkItem] = []
     for row, source in enumerate(rows):
         locations = list(enumerate(prompts.locations_for(source)))[:limit_prompts]  # live subjects: their list

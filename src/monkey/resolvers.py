@@ -5,6 +5,8 @@ resolves a config, the CLI, the runner, a notebook or a test, sees them).
 otherwise. A method config uses it for values that must differ on tiny random models, e.g. its
 own base model (`model: ${monkey.if_tiny:tiny_sd14,sd14}`) or fewer sampling steps in the demo.
 An explicit command-line value replaces the whole expression, so overrides always win.
+
+`${monkey.folder_slug:X}` is X made one safe path component (monkey.names), for Hydra's output folders.
 """
 
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import ConfigError
+from monkey.names import folder_slug
 
 
 def if_tiny(tiny_value: Any, real_value: Any, *, _root_: DictConfig) -> Any:
@@ -24,3 +27,5 @@ def if_tiny(tiny_value: Any, real_value: Any, *, _root_: DictConfig) -> Any:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.if_tiny"):
         OmegaConf.register_new_resolver("monkey.if_tiny", if_tiny)
+    if not OmegaConf.has_resolver("monkey.folder_slug"):
+        OmegaConf.register_new_resolver("monkey.folder_slug", folder_slug)

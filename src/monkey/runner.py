@@ -75,11 +75,21 @@ def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
-def check_conflicts(store: RunStore, label: str, config_hash: str, config: dict, done: dict, items: list) -> None:
+def check_conflicts(
+    store: RunStore, label: str, config_hash: str, config: dict, done: dict, items: list, batch: dict | None = None
+) -> None:
     for item in items:
         row = done.get(item.item_id)
         if row is None:
             continue
+        old_batch = row.get("batch")  # rows written before the batch was recorded carry none
+        if batch is not None and isinstance(old_batch, dict) and effective_batch(old_batch) != effective_batch(batch):
+            changes = "; ".join(diff_keys(row["batch"], batch))
+            raise RunFolderError(
+                f"run folder {store.root} already holds images of method '{label}' made in other batches "
+                f"({changes}). Batch neighbours change float rounding, so one folder keeps one batch size: "
+                "rerun with the old value, use another run.name, or delete that folder to regenerate."
+            )
         if row["config_hash"] != config_hash:
             old = store.load_config(label, row["config_hash"]) or {}
             changes = "; ".join(diff_keys(old, config)[:8]) or "unknown (config file missing)"
@@ -99,8 +109,22 @@ def shard_work(cfg: DictConfig, plan: list[WorkItem]) -> tuple[int, int, list[li
     """(shard, num_shards, this shard's batches): whole batches of the plan, so a sharded run groups
     every item with the same neighbours as a one-process run (and gives the same pixels)."""
     shard, num_shards = resolve_shard(cfg)
-    batch_size = int(cfg.method.get("batch_size") or cfg.generation.batch_size)
-    return shard, num_shards, shard_batches(plan, batch_size, shard, num_shards)
+    return shard, num_shards, shard_batches(plan, batch_size_of(cfg), shard, num_shards)
+
+
+def batch_size_of(cfg: DictConfig) -> int:
+    """Items per method call: method.batch_size when the method sets one, else generation.batch_size."""
+    return int(cfg.method.get("batch_size") or cfg.generation.batch_size)
+
+
+def batch_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The batch keys as given, recorded in every row: a folder refuses to mix batch sizes (neighbours in
+    a batch change float rounding, so pixels), though they stay out of its name and config hash."""
+    return {"generation.batch_size": int(cfg.generation.batch_size), "method.batch_size": cfg.method.get("batch_size")}
+
+
+def effective_batch(batch: dict[str, Any]) -> Any:
+    return batch.get("method.batch_size") or batch.get("generation.batch_size")
 
 
 @dataclass
@@ -125,7 +149,8 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     store = RunStore(run_dir)
     store.register_config(label, config_hash, config)
     done = store.finished(label)
-    check_conflicts(store, label, config_hash, config, done, mine)
+    batch = batch_settings(cfg)
+    check_conflicts(store, label, config_hash, config, done, mine, batch)
     # A batch cut short (killed between its rows) is generated whole again, since its neighbours
     # change float rounding, and only its missing items are written.
     todo_batches = [batch for batch in my_batches if any(item.item_id not in done for item in batch)]
@@ -152,6 +177,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         "dtype": config["dtype"],
         "origin": "generated",
         "preset": spec.preset,
+        "batch": batch,
     }
     # A streaming method (an external process) gets every unfinished item of the shard in one call.
     streaming = isinstance(method, StreamingMethod)

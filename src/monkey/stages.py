@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from monkey.config_check import check_job_config
 from monkey.errors import ConfigError
 
 # name -> "module:function"; imported on use so a stage's heavy dependencies load only when needed
@@ -26,6 +27,7 @@ def stage_function(name: str) -> Callable[[DictConfig, Path], Any]:
 
 
 def run_stages(cfg: DictConfig, run_dir: Path) -> None:
+    check_job_config(cfg)  # every generic key, before any model or dataset is loaded
     functions = [stage_function(name) for name in cfg.run.stages]  # validate all before starting
     for function in functions:
         function(cfg, run_dir)

@@ -25,6 +25,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from monkey.atomic import atomic_write_bytes, atomic_write_json
 from monkey.errors import RunFolderError
+from monkey.names import path_name
 
 MANIFEST_DIR = "manifest"
 CONFIG_DIR = "configs"
@@ -49,7 +50,7 @@ class ManifestWriter:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides, as for open()
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -86,18 +87,40 @@ class ManifestWriter:
         self.close()
 
 
+# fields every reader of a row relies on (and their types); `image` too when the row says ok
+ROW_FIELDS = {"method": str, "item_id": str, "status": str}
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a parsed JSON line is not a manifest row, or None when it is one."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    wrong = [key for key, kind in ROW_FIELDS.items() if not isinstance(row.get(key), kind)]
+    if row.get("status") == STATUS_OK and not isinstance(row.get("image"), str):
+        wrong.append("image")
+    return f"missing or mistyped {', '.join(wrong)}" if wrong else None
+
+
 def read_manifest_file(path: Path) -> list[dict[str, Any]]:
+    """The rows of one manifest file. A line that is not a row (garbage, or valid JSON without a row's
+    fields) is skipped with a warning naming the file and line, so one bad line never blocks a folder."""
     rows = []
     lines = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             if number == len(lines):  # a partial last line of a killed writer: not a finished item
                 continue
             warnings.warn(f"{path}:{number}: unreadable manifest line skipped", stacklevel=2)
+            continue
+        problem = row_problem(row)
+        if problem is not None:
+            warnings.warn(f"{path}:{number}: not a manifest row ({problem}); line skipped", stacklevel=2)
+            continue
+        rows.append(row)
     return rows
 
 
@@ -108,10 +131,17 @@ class RunStore:
 
     # ---- files -------------------------------------------------------------------------------
     def write_image(self, relpath: str, image: Image.Image, text: dict[str, str] | None = None) -> None:
-        atomic_write_bytes(self.root / relpath, png_bytes(image, text))
+        atomic_write_bytes(self.inside(relpath), png_bytes(image, text))
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
-        atomic_write_bytes(self.root / relpath, data)
+        atomic_write_bytes(self.inside(relpath), data)
+
+    def inside(self, relpath: str) -> Path:
+        """root/relpath, every component a plain name (monkey.names), so no write leaves the folder."""
+        parts = relpath.split("/")
+        for part in parts:
+            path_name(part, f"path component of {relpath!r}", RunFolderError)
+        return self.root.joinpath(*parts)
 
     def write_artifact(self, image_relpath: str, name: str, artifact: Image.Image | np.ndarray) -> str:
         """Save an artifact beside its image (<stem>.<name>.png or .npy); return its relative path."""
@@ -128,7 +158,8 @@ class RunStore:
 
     # ---- manifest ----------------------------------------------------------------------------
     def writer(self, method: str, writer_id: str) -> ManifestWriter:
-        return ManifestWriter(self.root / MANIFEST_DIR / f"{method}--{writer_id}.jsonl")
+        name = f"{path_name(method, 'method.name')}--{path_name(writer_id, 'manifest writer')}.jsonl"
+        return ManifestWriter(self.root / MANIFEST_DIR / name)
 
     def manifest_files(self) -> list[Path]:
         return sorted((self.root / MANIFEST_DIR).glob("*.jsonl"))
@@ -156,12 +187,12 @@ class RunStore:
     # ---- configs -----------------------------------------------------------------------------
     def register_config(self, method: str, config_hash: str, config: dict[str, Any]) -> None:
         """Keep the config behind a hash so a conflicting rerun can say which keys differ."""
-        path = self.root / CONFIG_DIR / f"{method}-{config_hash}.json"
+        path = self.root / CONFIG_DIR / f"{path_name(method, 'method.name')}-{config_hash}.json"
         if not path.exists():
             atomic_write_json(path, config)
 
     def load_config(self, method: str, config_hash: str) -> dict[str, Any] | None:
-        path = self.root / CONFIG_DIR / f"{method}-{config_hash}.json"
+        path = self.root / CONFIG_DIR / f"{path_name(method, 'method.name')}-{config_hash}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from monkey.errors import ConfigError, DataError
 from monkey.hashing import file_sha256, to_plain
 from monkey.images import DEFAULT_OPTIONS, ImageOptions, load_rgb
+from monkey.names import path_name
 
 # Keys every dataset config may hold; load_sources handles them, so loaders never see them.
 COMMON_KEYS = ("_target_", "image", "on_bad_image")
@@ -85,6 +86,11 @@ def load_sources(dataset_cfg: DictConfig) -> list[Source]:
         raise ConfigError(f"dataset '{dataset_cfg.get('name')}' ({dataset_cfg._target_}): {err}") from err
     if not sources:
         raise DataError(f"dataset '{dataset_cfg.get('name')}' has no usable image (root: {dataset_cfg.get('root')})")
+    for source in sources:  # names become folders: refuse any that would leave the run folder
+        where = f"dataset '{dataset_cfg.get('name')}', {source.image_path}"
+        path_name(source.dataset, "dataset.name")
+        path_name(source.subject, f"subject of {where}", DataError)
+        path_name(source.image_id, f"image id of {where}", DataError)
     ids = [source.source_id for source in sources]
     if len(set(ids)) != len(ids):
         raise DataError(f"dataset '{dataset_cfg.get('name')}' has duplicate source ids")

@@ -7,6 +7,7 @@ A file holds `<sha256>  <relative path>` lines (and `#` comment lines saying wha
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from monkey.atomic import atomic_write_bytes
 from monkey.errors import DataError
 from monkey.hashing import file_sha256
 
@@ -55,8 +56,7 @@ def compute_checksums(root: Path, names: list[str]) -> dict[str, str]:
 
 def write_checksums(path: Path, sums: dict[str, str], header: list[str]) -> None:
     lines = [f"# {line}" for line in header] + [f"{sums[name]}  {name}" for name in sorted(sums)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def verify_checksums(root: Path, expected: dict[str, str]) -> ChecksumReport:

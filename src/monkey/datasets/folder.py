@@ -74,6 +74,11 @@ def read_subjects_csv(path: Path) -> dict[str, SubjectInfo]:
             raise DataError(f"{path} has unknown columns {unknown}; allowed: {list(SUBJECT_COLUMNS)}")
         info: dict[str, SubjectInfo] = {}
         for line, raw in enumerate(reader, start=2):
+            if None in raw:  # DictReader keeps a row's surplus fields under the key None
+                raise DataError(
+                    f"{path}:{line}: {len(header) + len(raw[None])} fields, the header has {len(header)} "
+                    f"({','.join(header)}); quote a value that holds a comma"
+                )
             row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
             name = row["name"]
             if not name:

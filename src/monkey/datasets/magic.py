@@ -16,7 +16,6 @@ never ships it; images are cached by content hash under $MONKEY_CACHE/images.
 """
 
 import csv
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monkey.atomic import atomic_write_json
 from monkey.datasets.base import Source
 from monkey.datasets.blobs import materialise
 from monkey.datasets.layout import image_files
@@ -221,5 +221,5 @@ def export_hub_dataset(dest: Path, hub_id: str = HUB_ID, split: str = "train", r
     dataset = load_hub_dataset(hub_id, split, revision)
     dest.mkdir(parents=True, exist_ok=True)
     dataset.save_to_disk(str(dest))
-    (dest / "monkey-source.json").write_text(json.dumps({"hub_id": hub_id, "split": split, "revision": revision}))
+    atomic_write_json(dest / "monkey-source.json", {"hub_id": hub_id, "split": split, "revision": revision})
     return dest

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
+from monkey.atomic import atomic_savefig
 from monkey.errors import ConfigError
 from monkey.figures.attention import AttentionMaps
 from monkey.figures.words import Word
@@ -158,5 +159,5 @@ def save_figure(fig: Figure, stem: Path, dpi: int = 150) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=dpi)
+        atomic_savefig(fig, path, dpi=dpi)
     return paths

@@ -6,6 +6,7 @@ profile only first writes its checkpoints and substitutes their local paths.
 
 import inspect
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,13 +108,22 @@ def resolve_runtime(model: ModelProfile, device: str = "auto", dtype: str = "aut
     return Runtime(device=torch_device, dtype=torch_dtype, model=model)
 
 
-def offline_hint() -> str:
+def offline_hint(repo_id: str | None = None) -> str:
+    """Why a load may have failed offline and the exact download command for `repo_id`."""
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     state = "HF_HUB_OFFLINE is set, so only the local cache is read" if offline else "the hub may be unreachable"
+    command = f"`hf download {repo_id}`" if repo_id else "`hf download` with its hub id"
     return (
-        f"({state}). Download it on a machine with network (`hf download <id>`) into the cache, or "
+        f"({state}). Download it on a machine with network ({command}) into the cache, or "
         "set the key to a local folder in the hub layout"
     )
+
+
+def load_cause(err: BaseException) -> str:
+    """A library's load error as one line, without its pointers to a stack trace the CLI does not show."""
+    text = " ".join(str(err).split())
+    text = re.sub(r"[^.]*(stack ?trace|traceback)[^.]*(\.|$)", "", text, flags=re.IGNORECASE).strip()
+    return text or type(err).__name__
 
 
 _LOADED: dict[str, diffusers.DiffusionPipeline] = {}
@@ -151,7 +161,8 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"cannot load model.pretrained={profile.pretrained!r} (profile '{profile.name}') "
-            f"with {profile.pipeline_class}.from_pretrained {offline_hint()}. Cause: {err}"
+            f"with {profile.pipeline_class}.from_pretrained {offline_hint(profile.pretrained)}. "
+            f"Cause: {load_cause(err)}"
         ) from err
     if profile.scheduler:
         scheduler_class = getattr(diffusers, profile.scheduler, None)
@@ -170,7 +181,7 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
         except (OSError, ValueError) as err:
             raise ModelLoadError(
                 f"cannot load model.ip_adapter.repo={spec.repo!r} ({spec.subfolder}/{spec.weight_name}, "
-                f"image encoder {spec.image_encoder_folder!r}) {offline_hint()}. Cause: {err}"
+                f"image encoder {spec.image_encoder_folder!r}) {offline_hint(spec.repo)}. Cause: {load_cause(err)}"
             ) from err
     if profile.cpu_offload and device.type != "cpu":
         pipe.enable_model_cpu_offload(device=device)

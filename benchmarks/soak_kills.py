@@ -1,0 +1,283 @@
+"""Soak test (not in CI): SIGKILL `monkey-bench` at random points of generate, evaluate and report, then
+let it finish, and compare the final run folder with an uninterrupted run's, file by file.
+
+Each stage runs as its own command (`run.stages=[<stage>]`, the same overrides otherwise), killed
+`--kills` times in all, spread over the stages in proportion to `--split`. A kill waits until the
+process has started writing into the run folder (any file newer than its start, logs aside), then a
+random further delay (uniform in 0..`--jitter` s), so kills land while files are being written rather
+than during imports. After every kill every file of the folder must open whole (PNG decodes, PDF ends
+in %%EOF, parquet and CSV parse, JSON parses); a killed writer's `.*.tmp` file is the one exception
+(never read, removed by nothing, harmless). The last command of each stage runs to the end.
+
+Comparison with the uninterrupted run (run in another folder with the same commands, no kills):
+every file must be byte-identical except
+  - logs and `.hydra/` (timestamps, the folder's own path),
+  - manifests, compared row by row without the fields that record when and by whom
+    (`created`, `timings`, `writer`),
+  - score records (JSON), compared without `created` and `image_stat` (the image file's mtime),
+  - report tables (CSV, parquet), compared as tables without those columns and with the run root's
+    own path (which names the folder) replaced by a placeholder,
+  - report PDFs, compared without their /CreationDate,
+  - leftover `.*.tmp` files (listed in the record).
+
+    python benchmarks/soak_kills.py                       # 12 kills, writes results/benchmarks/soak_kills.{json,md}
+    python benchmarks/soak_kills.py --kills 30 --method monkey --no-record
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("generate", "evaluate", "report")
+VOLATILE_ROW_FIELDS = ("created", "timings", "writer")
+VOLATILE_SCORE_FIELDS = ("created", "image_stat")
+
+
+def overrides(run_root: Path, method: str, subjects: int, prompts: int) -> list[str]:
+    return [
+        "hydra.mode=RUN",
+        f"run.root={run_root}",
+        "run.name=soak",
+        f"method={method}",
+        "eval=tiny",
+        f"plan.limit.subjects={subjects}",
+        f"plan.limit.prompts={prompts}",
+        "generation.batch_size=2",
+        "generation.height=64",
+        "generation.width=64",
+    ]
+
+
+def command(stage: str, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "monkey.cli", f"run.stages=[{stage}]", *args]
+
+
+def experiment_dir(run_root: Path) -> Path:
+    return run_root / "soak"
+
+
+def newest_write(folder: Path, since: float) -> bool:
+    """Whether any file under `folder` (logs and .hydra aside) was written at or after `since`."""
+    if not folder.is_dir():
+        return False
+    for path in folder.rglob("*"):
+        if path.suffix == ".log" or ".hydra" in path.parts or not path.is_file():
+            continue
+        try:
+            if path.stat().st_mtime >= since:
+                return True
+        except FileNotFoundError:  # a temp file renamed away meanwhile
+            return True
+    return False
+
+
+def unreadable(folder: Path) -> list[str]:
+    """Files a reader cannot open whole (see the module docstring)."""
+    import pandas as pd
+    from PIL import Image
+
+    bad = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            continue
+        try:
+            if path.suffix == ".png":
+                with Image.open(path) as image:
+                    image.load()
+            elif path.suffix == ".pdf":
+                if not path.read_bytes().rstrip().endswith(b"%%EOF"):
+                    raise ValueError("no %%EOF")
+            elif path.suffix == ".parquet":
+                pd.read_parquet(path)
+            elif path.suffix == ".csv":
+                pd.read_csv(path)
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".npy", ".safetensors", ".log", ".jsonl"):
+                continue  # .npy/.safetensors: written like the others; logs and manifests: append-only
+            else:
+                path.read_text(encoding="utf-8")
+        except Exception as err:  # any failure to read counts
+            bad.append(f"{path.relative_to(folder)}: {type(err).__name__}: {err}")
+    return bad
+
+
+def table_text(path: Path, run_root: Path) -> str:
+    """A report table as CSV text without volatile columns, the run root's path replaced."""
+    import io
+
+    import pandas as pd
+
+    text = path.read_text() if path.suffix == ".csv" else pd.read_parquet(path).to_csv(index=False)
+    frame = pd.read_csv(io.StringIO(text.replace(str(run_root), "<root>")))
+    volatile = [c for c in frame.columns if c.split(".")[-1] in VOLATILE_SCORE_FIELDS or c == "cfg.run.root"]
+    return frame.drop(columns=volatile).to_csv(index=False)
+
+
+def comparable(folder: Path, run_root: Path) -> dict[str, Any]:
+    """relative path -> what must be equal between two runs (see the module docstring)."""
+    from monkey.store import read_manifest_file
+
+    out: dict[str, Any] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = str(path.relative_to(folder))
+        if path.suffix == ".log" or ".hydra" in path.parts or (path.name.startswith(".") and rel.endswith(".tmp")):
+            continue
+        if path.suffix == ".jsonl" and path.parent.name == "manifest":
+            rows = read_manifest_file(path)
+            out[rel] = [{k: v for k, v in row.items() if k not in VOLATILE_ROW_FIELDS} for row in rows]
+        elif path.suffix == ".json" and "scores" in path.parts:
+            record = json.loads(path.read_text())
+            out[rel] = {k: v for k, v in record.items() if k not in VOLATILE_SCORE_FIELDS}
+        elif path.suffix in (".csv", ".parquet") and "report" in path.parts:
+            out[rel] = table_text(path, run_root)
+        elif path.suffix == ".pdf":
+            out[rel] = re.sub(rb"/CreationDate \([^)]*\)", b"", path.read_bytes())
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def run_stage(stage: str, args: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command(stage, args), env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{stage} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def kill_once(stage: str, args: list[str], env: dict[str, str], folder: Path, rng: random.Random, jitter: float) -> str:
+    """Start the stage, kill it once it writes (plus a random delay); 'killed' or 'finished first'."""
+    since = time.time()
+    process = subprocess.Popen(command(stage, args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None and not newest_write(folder, since):
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, jitter))
+    if process.poll() is not None:
+        return "finished first"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return "killed"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=12, help="SIGKILLs in all (default 12)")
+    parser.add_argument("--split", default="6,3,3", help="share of the kills for generate,evaluate,report")
+    parser.add_argument("--method", default="ip_adapter_1.0")
+    parser.add_argument("--subjects", type=int, default=3)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--jitter", type=float, default=1.0, help="max random delay after the first write (s)")
+    parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--work", type=Path, help="keep the two run roots here (default: a temp folder)")
+    parser.add_argument("--no-record", action="store_true")
+    return parser.parse_args(argv)
+
+
+def kills_per_stage(total: int, split: str) -> dict[str, int]:
+    weights = [float(w) for w in split.split(",")]
+    raw = [total * w / sum(weights) for w in weights]
+    counts = [int(r) for r in raw]
+    for index in sorted(range(3), key=lambda i: counts[i] - raw[i])[: total - sum(counts)]:
+        counts[index] += 1
+    return dict(zip(STAGES, counts, strict=True))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="monkey-soak-"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.setdefault("MONKEY_CACHE", str(work / "cache"))
+    rng = random.Random(args.seed)
+    reference_root, killed_root = work / "reference", work / "killed"
+    for root in (reference_root, killed_root):
+        shutil.rmtree(root, ignore_errors=True)
+    ref_args = overrides(reference_root, args.method, args.subjects, args.prompts)
+    killed_args = overrides(killed_root, args.method, args.subjects, args.prompts)
+    run_stage("generate", [*ref_args, "plan.limit.prompts=1"], env)  # write the tiny checkpoints once
+    shutil.rmtree(reference_root, ignore_errors=True)
+    stage_seconds = {stage: round(run_stage(stage, ref_args, env), 2) for stage in STAGES}
+    folder = experiment_dir(killed_root)
+    events, broken = [], []
+    for stage, count in kills_per_stage(args.kills, args.split).items():
+        for _ in range(count):
+            outcome = kill_once(stage, killed_args, env, folder, rng, args.jitter)
+            bad = unreadable(folder)
+            events.append({"stage": stage, "outcome": outcome, "unreadable": bad})
+            broken += bad
+            print(f"{stage}: {outcome}; unreadable files: {len(bad)}", flush=True)
+        run_stage(stage, killed_args, env)  # then to the end
+    reference = comparable(experiment_dir(reference_root), reference_root)
+    killed = comparable(folder, killed_root)
+    differing = sorted(k for k in set(reference) | set(killed) if reference.get(k) != killed.get(k))
+    leftovers = sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
+    record = {
+        "benchmark": "soak_kills",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "reference_stage_seconds": stage_seconds,
+        "kills": sum(e["outcome"] == "killed" for e in events),
+        "finished_before_kill": sum(e["outcome"] != "killed" for e in events),
+        "kills_per_stage": {s: sum(e["stage"] == s and e["outcome"] == "killed" for e in events) for s in STAGES},
+        "files_compared": len(reference),
+        "differing_files": differing,
+        "unreadable_after_a_kill": broken,
+        "leftover_temp_files": leftovers,
+        "identical": not differing and not broken,
+        "events": events,
+    }
+    print(json.dumps({k: v for k, v in record.items() if k != "events"}, indent=2))
+    if not args.no_record:
+        write_record(record)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def write_record(record: dict[str, Any]) -> None:
+    out = ROOT / "results" / "benchmarks"
+    sys.path.insert(0, str(ROOT / "src"))
+    from monkey.atomic import atomic_write_bytes, atomic_write_json
+
+    atomic_write_json(out / "soak_kills.json", record)
+    settings = record["settings"]
+    lines = [
+        "# Soak: random SIGKILLs over generate, evaluate and report",
+        "",
+        f"`python benchmarks/soak_kills.py` ({settings['kills']} kills requested, split {settings['split']}; "
+        f"method {settings['method']}, {settings['subjects']} subjects x {settings['prompts']} prompts, 64 px, "
+        f"batches of 2, eval=tiny). Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPUs, "
+        f"load average {', '.join(f'{x:.1f}' for x in record['machine']['load_avg'])} (shared with other work).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| kills that hit a running process | {record['kills']} "
+        f"(generate {record['kills_per_stage']['generate']}, evaluate {record['kills_per_stage']['evaluate']}, "
+        f"report {record['kills_per_stage']['report']}) |",
+        f"| runs that finished before their kill | {record['finished_before_kill']} |",
+        f"| files unreadable after a kill | {len(record['unreadable_after_a_kill'])} |",
+        f"| files compared with the uninterrupted run | {record['files_compared']} |",
+        f"| files that differ | {len(record['differing_files'])} |",
+        f"| leftover temp files | {len(record['leftover_temp_files'])} |",
+        f"| uninterrupted stage times (s) | {record['reference_stage_seconds']} |",
+        "",
+        f"Result: {'identical' if record['identical'] else 'DIFFERENT: see soak_kills.json'}.",
+        "",
+    ]
+    atomic_write_bytes(out / "soak_kills.md", "\n".join(lines).encode())
+
+
+if __name__ == "__main__":
+    main()

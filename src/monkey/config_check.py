@@ -1,0 +1,115 @@
+"""Check a composed job config before any stage runs: the generic groups and the knobs every method
+shares, each with one error naming the key, its value and what is allowed.
+
+Without this, a bad value surfaces deep in a library (`method.num_inference_steps=0` as a
+ZeroDivisionError inside diffusers, `generation.height=7` as a shape error in the VAE) after models
+were loaded. Method-specific knobs stay the method classes' job (new methods bring their own), so
+unknown method keys pass here.
+"""
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from monkey.errors import ConfigError
+from monkey.hashing import to_plain
+from monkey.names import path_name
+
+VAE_FACTOR = 8  # the Stable Diffusion VAE's downsampling: image sides must be multiples of it
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+# knobs a method may have that mean the same thing in every method
+SHARED_METHOD_COUNTS = ("num_inference_steps", "batch_size")
+
+
+def check_job_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first key of `cfg` that no stage could use."""
+    for key in ("run.name", "method.name", "dataset.name"):
+        path_name(select(cfg, key), key)
+    for key in ("generation.height", "generation.width"):
+        side = count(cfg, key, minimum=VAE_FACTOR)
+        if side % VAE_FACTOR:
+            raise ConfigError(
+                f"{key}={side} is not a multiple of {VAE_FACTOR} (the VAE's downsampling factor); "
+                f"try {max(VAE_FACTOR, side - side % VAE_FACTOR)} or {side - side % VAE_FACTOR + VAE_FACTOR}"
+            )
+    count(cfg, "generation.batch_size", minimum=1)
+    for knob in SHARED_METHOD_COUNTS:
+        if cfg.method.get(knob) is not None:
+            count(cfg, f"method.{knob}", minimum=1)
+    check_device(str(select(cfg, "runtime.device")), "runtime.device")
+    count(cfg, "plan.seeds", minimum=1)
+    integer(cfg, "plan.base_seed")
+    if select(cfg, "plan.limit.prompts") is not None:
+        count(cfg, "plan.limit.prompts", minimum=1)
+    check_subject_limit(to_plain(select(cfg, "plan.limit.subjects")))
+    check_shard(select(cfg, "shard"), select(cfg, "num_shards"))
+    if "eval" in cfg and cfg.eval is not None:  # after runtime.device, which eval.device follows by default
+        if "name" in cfg.eval:
+            path_name(cfg.eval.name, "eval.name")
+        if cfg.eval.get("device") is not None:
+            check_device(str(cfg.eval.device), "eval.device")
+
+
+def select(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if node is None or part not in node:
+            raise ConfigError(f"the config has no key {key}; it is needed by every run")
+        node = node[part]
+    return node
+
+
+def integer(cfg: DictConfig, key: str) -> int:
+    value = select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be a whole number")
+    return value
+
+
+def count(cfg: DictConfig, key: str, minimum: int) -> int:
+    value = integer(cfg, key)
+    if value < minimum:
+        raise ConfigError(f"{key}={value} is not allowed; it must be a whole number >= {minimum}")
+    return value
+
+
+def check_device(device: str, key: str) -> None:
+    """A device torch knows and this machine has: `cuda` without a visible GPU stops here, not in .to()."""
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        allowed = ", ".join(DEVICE_KINDS)
+        raise ConfigError(f"{key}={device!r} is not a torch device; allowed: {allowed}, cuda:N") from err
+    if parsed.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0:
+            raise ConfigError(f"{key}={device!r} but no CUDA GPU is visible here; use {key}=cpu or {key}=auto")
+        if parsed.index is not None and parsed.index >= available:
+            raise ConfigError(f"{key}={device!r} but {available} CUDA GPU(s) are visible (cuda:0..{available - 1})")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}={device!r} but MPS is not available here; use {key}=cpu or {key}=auto")
+
+
+def check_subject_limit(limit: Any) -> None:
+    if limit is None:
+        return
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        if limit < 1:
+            raise ConfigError(f"plan.limit.subjects={limit} is not allowed; a number >= 1, a list of names, or null")
+        return
+    if isinstance(limit, list) and limit and all(isinstance(name, str) and name for name in limit):
+        return
+    raise ConfigError(f"plan.limit.subjects={limit!r} is not allowed; a number >= 1, a list of names, or null")
+
+
+def check_shard(shard: Any, num_shards: Any) -> None:
+    if shard == "auto":
+        return
+    for key, value in (("shard", shard), ("num_shards", num_shards)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r} is not allowed; a whole number (shard may also be auto)")
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ConfigError(f"shard={shard} must lie in [0, num_shards={num_shards})")
