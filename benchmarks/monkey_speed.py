@@ -281,9 +281,10 @@ def main() -> None:
         """The same truncated pass 1, with no capture processors installed."""
         plan = lambda step: StepPlan(ip_scale=settings.initial_scale)  # noqa: E731
         control = StepController(pipe.unet, plan, 1, stop_after=settings.last_capture_step)
-        with control, contextlib.suppress(StopSampling):
+        with sampler.subjects(batch) as ip_embeds, control, contextlib.suppress(StopSampling):
             pipe(
                 **sampler.call_kwargs(batch, text),
+                ip_adapter_image_embeds=ip_embeds,
                 num_inference_steps=settings.initial_steps,
                 output_type="latent",
                 callback_on_step_end=control.after_step,
