@@ -7,7 +7,7 @@ import torch
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 from monkey.subject_embeds import SubjectEmbedder, uses_cfg
 
 
@@ -24,7 +24,7 @@ class IPAdapterMethod(Method):
         self.scale = scale
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)
         self.embedder = SubjectEmbedder(self.pipe)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:

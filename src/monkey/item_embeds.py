@@ -42,7 +42,7 @@ def item_image_embeds(unet: UNet2DConditionModel, embeds: torch.Tensor, guided: 
         if not isinstance(given, list) or len(given) != 1:
             raise RuntimeError("per-item image embeddings need one IP-Adapter's image_embeds in the UNet call")
         sample = args[0] if args else kwargs["sample"]
-        per_row = rows_for(embeds, sample.shape[0]).to(given[0].device, given[0].dtype)  # [rows, 1, D]
+        per_row = rows_for(embeds, sample.shape[0]).to(given[0].device, module.dtype)  # [rows, 1, D]
         if per_row.shape != given[0].shape:
             shapes = f"{tuple(per_row.shape)} vs the pipeline's {tuple(given[0].shape)}"
             raise RuntimeError(f"per-item image embeddings {shapes}")

@@ -9,7 +9,7 @@ from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import SharedWork, ShareSettings
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 from monkey.subject_embeds import SubjectEmbedder
 
 
@@ -23,7 +23,7 @@ class MonkeyMethod(Method):
             allowed = list(ShareSettings.__dataclass_fields__)
             raise ConfigError(f"method.share has an unknown key ({err}); allowed: {allowed}") from err
         shared = SharedWork.for_runtime(share_settings, runtime) if share_settings.enabled else None
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)
         self.sampler = MonkeySampler(self.pipe, self.settings, shared)
         self.embedder = SubjectEmbedder(self.pipe)
 
