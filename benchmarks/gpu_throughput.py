@@ -393,6 +393,54 @@ def flop_profile(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device
     }
 
 
+def measure_variants(
+    pipe, sampler: MonkeySampler, shapes: Shapes, batch_size: int, size: int, device, deadline: float
+) -> list[dict[str, Any]]:
+    """MONKEY and IP-Adapter under each speed-up at one batch size: channels-last UNet and VAE, and each
+    SDPA backend the device offers. Same inputs as the batch table; stops at `deadline`."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    work = Workload(pipe, sampler, shapes, batch_size, size, device)
+    variants: list[tuple[str, Callable[[], Any]]] = [("baseline", contextlib.nullcontext)]
+    backends = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+    if device.type != "cuda":
+        backends = ("FLASH_ATTENTION", "MATH")  # the CPU's two
+    for backend in backends:
+        value = getattr(SDPBackend, backend)
+        variants.append((f"sdpa={backend.lower()}", lambda value=value: sdpa_kernel([value])))
+    variants.append(("channels_last", contextlib.nullcontext))
+    out = []
+    for name, context in variants:
+        if time.perf_counter() > deadline:
+            out.append({"variant": name, "skipped": "budget"})
+            continue
+        if name == "channels_last":
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        try:
+            with context():
+                times = {m: [] for m in ("ip_adapter", "monkey")}
+                for fn in (work.ip_adapter, work.monkey):
+                    fn()  # warm-up (and a refusal, for a backend these shapes cannot use)
+                for _ in range(2):
+                    times["ip_adapter"].append(timed(work.ip_adapter, device))
+                    times["monkey"].append(timed(work.monkey, device))
+            out.append(
+                {
+                    "variant": name,
+                    "batch_size": batch_size,
+                    "ip_adapter_images_per_s": batch_size / statistics.median(times["ip_adapter"]),
+                    "monkey_images_per_s": batch_size / statistics.median(times["monkey"]),
+                }
+            )
+        except RuntimeError as err:  # e.g. no kernel of that backend for these shapes or this device
+            out.append({"variant": name, "error": str(err).splitlines()[0][:200]})
+        log(f"variant {out[-1]}")
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    pipe.vae.to(memory_format=torch.contiguous_format)
+    return out
+
+
 # ---- the evaluation stage -----------------------------------------------------------------------------
 def eval_backbones(quick: bool, device: torch.device) -> list[Any]:
     """The harness's backbone classes around the real architectures with random weights (tiny in --quick)."""
@@ -529,6 +577,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             f"{result['monkey_shared_pass1']['images_per_s']:.2f} img/s; MONKEY / IP-Adapter "
             f"{result['monkey_over_ip_adapter']:.3f}; peak {result['monkey']['peak_memory_mib']} MiB"
         )
+    variants = []
+    if results and not args.no_variants:
+        variant_batch = max(r["batch_size"] for r in results if r["batch_size"] <= args.variant_batch)
+        deadline = start + args.budget_s - args.reserve_s
+        variants = measure_variants(pipe, sampler, shapes, variant_batch, size, device, deadline)
     del pipe, sampler
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -595,6 +648,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "image_encoder_subjects_per_s": 8 / encoder_s,
         "flops": flops,
         "batches": results,
+        "speedups": variants,
         "skipped": skipped,
         "evaluation": evaluation,
         "targets": verdict,
@@ -718,6 +772,17 @@ def markdown(record: dict[str, Any]) -> str:
             )
         for skip in run["skipped"]:
             lines.append(f"\nSkipped: {skip}")
+        if run.get("speedups"):
+            lines += ["", "Speed-ups (images per second, IP-Adapter / MONKEY; one warm-up and 2 timed calls each):", ""]
+            lines += ["| variant | batch | IP-Adapter | MONKEY |", "|---|---|---|---|"]
+            for v in run["speedups"]:
+                if "monkey_images_per_s" in v:
+                    lines.append(
+                        f"| {v['variant']} | {v['batch_size']} | {v['ip_adapter_images_per_s']:.2f} | "
+                        f"{v['monkey_images_per_s']:.2f} |"
+                    )
+                else:
+                    lines.append(f"| {v['variant']} | - | {v.get('error') or v.get('skipped')} | |")
         if run["evaluation"]:
             e = run["evaluation"]
             lines += [
@@ -792,6 +857,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per batch size (after one warm-up)")
     parser.add_argument("--budget-s", type=float, default=270.0, help="finish within this many seconds")
     parser.add_argument("--reserve-s", type=float, default=40.0, help="kept for the evaluation stage and writing")
+    parser.add_argument("--variant-batch", type=int, default=8, help="batch size of the speed-up variants")
+    parser.add_argument("--no-variants", action="store_true", help="skip the speed-up variants")
     parser.add_argument("--cpu-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")
     parser.add_argument(
