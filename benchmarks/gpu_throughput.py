@@ -322,6 +322,24 @@ class Workload:
         return {"ip_adapter": self.ip_adapter, "monkey": self.monkey, "monkey_shared_pass1": self.monkey_shared_pass1}
 
 
+@torch.no_grad()
+def batch_independence(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device) -> dict[str, Any]:
+    """Item 0 of a 4-subject batch against the same item alone, in this run's precision: how far the
+    neighbours move its final latents (float rounding only, when the per-item embeddings are right)."""
+    mixed = Workload(pipe, sampler, shapes, 4, size, device)
+    alone = SubjectBatch(mixed.batch.prompts[:1], mixed.batch.seeds[:1], mixed.embeds[:1], size, size)
+    together = sampler(mixed.batch, output_type="latent")
+    single = sampler(alone, output_type="latent")
+    other = SubjectBatch(mixed.batch.prompts[:1], mixed.batch.seeds[:1], mixed.embeds[1:2], size, size)
+    swapped = sampler(other, output_type="latent")  # the same prompt and seed with another subject
+    return {
+        "max_abs_latent_difference": float((together.images[0] - single.images[0]).abs().max()),
+        "mask_equal": bool(torch.equal(together.image_masks[0], single.image_masks[0])),
+        "another_subject_max_abs_latent_difference": float((swapped.images[0] - single.images[0]).abs().max()),
+        "latent_abs_max": float(single.images[0].abs().max()),
+    }
+
+
 def unet_evaluations(pipe, fn: Callable[[], Any]) -> int:
     """UNet evaluations started during `fn` (an early-exited one counts as started)."""
     count = [0]
@@ -577,6 +595,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             f"{result['monkey_shared_pass1']['images_per_s']:.2f} img/s; MONKEY / IP-Adapter "
             f"{result['monkey_over_ip_adapter']:.3f}; peak {result['monkey']['peak_memory_mib']} MiB"
         )
+    independence = batch_independence(pipe, sampler, shapes, size, device)
+    log(f"batch independence: {independence}")
     variants = []
     if results and not args.no_variants:
         variant_batch = max(r["batch_size"] for r in results if r["batch_size"] <= args.variant_batch)
@@ -649,6 +669,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "flops": flops,
         "batches": results,
         "speedups": variants,
+        "batch_independence": independence,
         "skipped": skipped,
         "evaluation": evaluation,
         "targets": verdict,
@@ -792,6 +813,15 @@ def markdown(record: dict[str, Any]) -> str:
                 f"{e['models_only_images_per_s']:.1f} images/s through the models alone.",
             ]
         lines += ["", f"Subject embeddings (ViT-H/14 shape): {run['image_encoder_subjects_per_s']:.1f} per second."]
+        if run.get("batch_independence"):
+            ind = run["batch_independence"]
+            lines += [
+                "",
+                f"Batch independence ({s['dtype']}): item 0 of a 4-subject MONKEY batch against the same item alone "
+                f"moves its final latents by at most {ind['max_abs_latent_difference']:.2e} (latents up to "
+                f"{ind['latent_abs_max']:.2f}; another subject moves them by "
+                f"{ind['another_subject_max_abs_latent_difference']:.2e}); mask equal: {ind['mask_equal']}.",
+            ]
         if run["targets"]:
             t = run["targets"]
             lines += [

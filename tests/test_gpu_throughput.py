@@ -49,12 +49,15 @@ def test_quick_run_records_consistent_figures_and_keeps_other_sections(benchmark
     shared = (per_image["monkey_shared_pass1"] - per_image["ip_adapter"]) / unet
     assert abs(shared) < 0.1  # with pass 1 from a cache MONKEY costs what IP-Adapter costs
     assert run["evaluation"]["embed_images_per_s"] > 0 and len(run["evaluation"]["backbones"]) == 3
+    independence = run["batch_independence"]  # fp32 on CPU: the bound of tests/test_batched_subjects.py
+    assert independence["max_abs_latent_difference"] <= 1e-4 and independence["mask_equal"]
+    assert independence["another_subject_max_abs_latent_difference"] > 1e-2
     text = path.with_suffix(".md").read_text()
     assert run["device_name"] in text and "| 2 |" in text
 
 
 def test_a_spent_budget_skips_the_larger_batches_and_says_so(benchmark, tmp_path):
-    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "0"])
+    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "0", "--no-variants"])
     run = json.loads(path.read_text())["throughput"]
     assert [batch["batch_size"] for batch in run["batches"]] == [1]
     assert run["skipped"][0]["batch_size"] == 2 and "budget" in run["skipped"][0]["reason"]
