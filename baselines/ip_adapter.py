@@ -4,9 +4,11 @@ from collections.abc import Sequence
 
 import torch
 
-from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
-from monkey.models.profiles import Runtime, load_pipeline
-from monkey.subject_embeds import SubjectEmbedder, pipeline_image_embeds, uses_cfg
+from monkey.errors import ConfigError
+from monkey.item_embeds import item_image_embeds
+from monkey.methods.base import GenerationRequest, GenerationResult, Method
+from monkey.models.profiles import Runtime, load_runtime_pipeline
+from monkey.subject_embeds import SubjectEmbedder, uses_cfg
 
 
 class IPAdapterMethod(Method):
@@ -22,25 +24,28 @@ class IPAdapterMethod(Method):
         self.scale = scale
         self.num_inference_steps = num_inference_steps
         self.guidance_scale = guidance_scale
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)
         self.embedder = SubjectEmbedder(self.pipe)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """One pipeline call for the whole batch, whatever its subjects: diffusers repeats
+        `ip_adapter_image_embeds` once per prompt, so each item's own embedding reaches the UNet
+        through a forward pre-hook (monkey.item_embeds)."""
+        sizes = {(r.height, r.width) for r in requests}
+        if len(sizes) != 1:
+            raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
+        height, width = sizes.pop()
         self.pipe.set_ip_adapter_scale(self.scale)
-        return generate_per_source(requests, self.generate_one_subject)
-
-    def generate_one_subject(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """One pipeline call per subject: diffusers repeats `ip_adapter_image_embeds` once per prompt,
-        so a call can carry only one subject's embedding ([1, 1, D])."""
-        embeds = self.embedder.batch([requests[0].item.source])  # [1, 1, D]
-        images = self.pipe(
-            prompt=[r.prompt for r in requests],
-            height=requests[0].height,
-            width=requests[0].width,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
-            ip_adapter_image_embeds=pipeline_image_embeds(embeds, uses_cfg(self.pipe, self.guidance_scale)),
-            output_type="pil",
-        ).images
+        embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D]
+        with item_image_embeds(self.pipe.unet, embeds, uses_cfg(self.pipe, self.guidance_scale)) as ip_embeds:
+            images = self.pipe(
+                prompt=[r.prompt for r in requests],
+                height=height,
+                width=width,
+                num_inference_steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale,
+                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
+                ip_adapter_image_embeds=ip_embeds,
+                output_type="pil",
+            ).images
         return [GenerationResult(image=image) for image in images]

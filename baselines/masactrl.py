@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method, same_source_runs
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 
 INVERSIONS_KEPT = 4  # subjects whose inversion trajectories stay in memory (plan order groups a subject's items)
 
@@ -55,7 +55,7 @@ class MasaCtrlMethod(Method):
         self.start_layer = start_layer
         self.reset_source_to_inversion = reset_source_to_inversion
         self.paper_bug_save_source_branch = paper_bug_save_source_branch
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)
         self.scheduler = require_ddim(self.pipe.scheduler, runtime.model.name)
         self.layers = controlled_layers(self.pipe.unet, start_layer)  # checks start_layer now, not mid-run
         self.captioner = build_captioner(

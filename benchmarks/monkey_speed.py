@@ -249,6 +249,8 @@ def main() -> None:
         print(f"building LCM Dreamshaper v7-shaped pipeline with random weights on {device} ({dtype}) ...", flush=True)
         pipe = build_pipeline(Path(folder), device, dtype)
     sampler = MonkeySampler(pipe, settings)
+    # the A/B recording figure compares like with like: pass 1 whole up to its last capture step, no early exit
+    whole_pass1 = MonkeySampler(pipe, settings, early_exit=False)
     embeds = torch.randn(1, 1, IMAGE_EMBED_DIM, generator=torch.Generator().manual_seed(2)).to(device, dtype)
     batch = SubjectBatch([PROMPT], [0], embeds, args.size, args.size)
     text = sampler.encode_text(batch)
@@ -275,15 +277,16 @@ def main() -> None:
     record_seconds: list[float] = []
 
     def pass1_recording() -> None:
-        record_seconds.append(sampler.record(batch, text, timed=True).record_seconds)
+        record_seconds.append(whole_pass1.record(batch, text, timed=True).record_seconds)
 
     def pass1_plain() -> None:
         """The same truncated pass 1, with no capture processors installed."""
         plan = lambda step: StepPlan(ip_scale=settings.initial_scale)  # noqa: E731
         control = StepController(pipe.unet, plan, 1, stop_after=settings.last_capture_step)
-        with control, contextlib.suppress(StopSampling):
+        with sampler.subjects(batch) as ip_embeds, control, contextlib.suppress(StopSampling):
             pipe(
                 **sampler.call_kwargs(batch, text),
+                ip_adapter_image_embeds=ip_embeds,
                 num_inference_steps=settings.initial_steps,
                 output_type="latent",
                 callback_on_step_end=control.after_step,

@@ -39,11 +39,13 @@ def test_masks_of_ones_and_zeros_give_plain_ip_adapter_and_text_only(model):
 
 
 def test_pass_one_stops_after_its_last_capture_step_unless_its_image_is_asked(tiny_pipe):
+    """Pass 1 leaves its last capture step's evaluation right after the recorded layer: the UNet's
+    forward (counted when it returns) completes 2 times in pass 1 and 8 in pass 2."""
     batch = make_batch(tiny_pipe, PROMPTS[:1], SEEDS[:1])
     calls = UNetCalls(tiny_pipe)
     try:
         output = MonkeySampler(tiny_pipe, settings("tiny"))(batch)
-        assert calls.count == 3 + 8  # steps 0-2 of pass 1, all 8 of pass 2
+        assert calls.count == 2 + 8  # steps 0-1 of pass 1 whole, step 2 up to the capture layer; all 8 of pass 2
         assert output.pass1.images is None
         calls.count = 0
         with_image = MonkeySampler(tiny_pipe, settings("tiny", save_pass1_image=True)).record(batch)

@@ -33,10 +33,11 @@ def run(pipe, knobs: dict, batch, work: SharedWork | None):
 def test_cached_pass_one_and_prefix_give_the_uncached_images_and_skip_their_steps(tiny_pipe, tmp_path):
     batch = make_batch(tiny_pipe, PROMPTS, SEEDS)
     work = shared_work(tmp_path, record_layers=["all"])
-    # (knobs, expected sources, UNet evaluations): pass 1 stops after capture step 2 (3 evaluations),
-    # pass 2 has 8 steps whose first 2 are text only (ip_steps = mask_steps = 2..5 by default)
+    # (knobs, expected sources, completed UNet evaluations): pass 1 leaves the UNet at capture step 2 after
+    # its last recorded layer (2 whole evaluations), pass 2 has 8 steps whose first 2 are text only
+    # (ip_steps = mask_steps = 2..5 by default)
     variants = [
-        ({"token": 1}, ("computed", "computed", 0), 3 + 8),
+        ({"token": 1}, ("computed", "computed", 0), 2 + 8),
         ({"token": 2, "layers": [LAYERS[0]]}, ("cache", "cache", 2), 6),  # another layer, recorded by the first
         ({"token": 0, "threshold": 0.3, "mask_steps": [3, 4, 5]}, ("cache", "cache", 2), 6),  # step 2 unmasked
         ({"token": 3, "mask_steps": [3, 4, 5]}, ("cache", "cache", 3), 5),  # the previous one stored step 3

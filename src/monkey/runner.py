@@ -57,6 +57,8 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
     knobs after the preset, the model it actually runs on, the size and the preset."""
     spec = spec or method_spec(cfg)
     method = {k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}
+    # the VAE's precision, where it differs from the UNet's (absent otherwise, so older hashes hold)
+    vae = {"vae_dtype": str(runtime.vae).removeprefix("torch.")} if runtime.vae != runtime.dtype else {}
     return {
         "method_target": spec.method["_target_"],
         "method": method,
@@ -64,6 +66,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
         "size": [spec.height, spec.width],
         "subject_image": asdict(image_options(cfg.dataset)),  # fit/min/max change what the method sees
         "dtype": str(runtime.dtype).removeprefix("torch."),
+        **vae,
         "preset": spec.describe(),
     }
 
@@ -142,7 +145,9 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     shard, num_shards, my_batches = shard_work(cfg, plan)
     mine = [item for batch in my_batches for item in batch]
     spec = method_spec(cfg)
-    runtime = resolve_runtime(profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype)
+    runtime = resolve_runtime(
+        profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.get("vae_dtype", "auto")
+    )
     label = spec.name
     config = generation_config(cfg, runtime, spec)
     config_hash = stable_hash(config)

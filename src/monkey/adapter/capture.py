@@ -21,6 +21,15 @@ from diffusers.models.attention_processor import Attention, IPAdapterAttnProcess
 from monkey.errors import ConfigError
 
 
+class StopSampling(Exception):
+    """Raised to end a pass early: from the step callback after pass 1's last capture step, or from
+    inside the UNet once the recorder holds every map it was asked for (the layers after the last
+    recorded one are not needed then). The pass's caller catches it.
+
+    LCM pipelines have no `interrupt`, so an exception is the one way out of their loop; the pipeline's
+    closing `maybe_free_model_hooks()` is skipped, which matters only with CPU-offload hooks."""
+
+
 def map_key(layer: str, step: int) -> str:
     """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict)."""
     return f"{layer}@{step}"
@@ -33,7 +42,14 @@ class AttentionRecorder:
     The sampling-loop controller tells it, before each UNet evaluation, which step runs and which
     attention-batch rows hold the conditional half; processors only ask `active` and `add`."""
 
-    def __init__(self, layers: Sequence[str], steps: Sequence[int], timed: bool = False, text: bool = False):
+    def __init__(
+        self,
+        layers: Sequence[str],
+        steps: Sequence[int],
+        timed: bool = False,
+        text: bool = False,
+        exit_when_done: bool = False,
+    ):
         self.layers = tuple(layers)
         self.steps = frozenset(steps)
         self.maps: dict[str, torch.Tensor] = {}
@@ -43,6 +59,8 @@ class AttentionRecorder:
         self.rows = slice(None)  # attention-batch rows to record (the conditional half under CFG)
         self.timed = timed  # accumulate `seconds` (synchronising CUDA), for the benchmark
         self.seconds = 0.0
+        # stop the UNet forward right after the last map of the last step (pass 1 needs nothing after it)
+        self.exit_when_done = exit_when_done
 
     def begin_step(self, step: int | None, rows: slice) -> None:
         self.step = step if step in self.steps else None
@@ -61,6 +79,12 @@ class AttentionRecorder:
         if key in maps:
             raise RuntimeError(f"attention map {key} recorded twice: the layer ran twice in one step")
         maps[key] = probs
+
+    def done(self) -> bool:
+        """Every asked map is here, text maps included when asked."""
+        if self.missing():
+            return False
+        return not self.text or len(self.text_maps) == len(self.maps)
 
     def missing(self) -> list[str]:
         expected = [map_key(layer, step) for layer in self.layers for step in sorted(self.steps)]
@@ -113,6 +137,8 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
                 if hidden_states.is_cuda:
                     torch.cuda.synchronize(hidden_states.device)
                 self.recorder.seconds += time.perf_counter() - start
+            if self.recorder.exit_when_done and self.recorder.done():
+                raise StopSampling  # out of the UNet forward: the rest of this evaluation is not needed
         return output
 
     def recorded_query(self, attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:

@@ -14,7 +14,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
-from monkey.adapter.capture import AttentionRecorder
+from monkey.adapter.capture import AttentionRecorder, StopSampling
+
+__all__ = ["StepController", "StepPlan", "StopSampling"]
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,6 @@ class StepPlan:
     ip_scale: float
     masked: bool = False  # multiply the image tokens' output by the per-item mask
     record: bool = False  # let the recorder take this step's maps
-
-
-class StopSampling(Exception):
-    """Raised from the step callback to end a pass early (pass 1 after its last capture step).
-
-    LCM pipelines have no `interrupt`, so an exception is the one way out of their loop; the pipeline's
-    closing `maybe_free_model_hooks()` is skipped, which matters only with CPU-offload hooks."""
 
 
 class StepController:

@@ -8,8 +8,8 @@ from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import SharedWork, ShareSettings
 from monkey.errors import ConfigError
-from monkey.methods.base import GenerationRequest, GenerationResult, Method, generate_per_source
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.methods.base import GenerationRequest, GenerationResult, Method
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 from monkey.subject_embeds import SubjectEmbedder
 
 
@@ -23,14 +23,14 @@ class MonkeyMethod(Method):
             allowed = list(ShareSettings.__dataclass_fields__)
             raise ConfigError(f"method.share has an unknown key ({err}); allowed: {allowed}") from err
         shared = SharedWork.for_runtime(share_settings, runtime) if share_settings.enabled else None
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)
         self.sampler = MonkeySampler(self.pipe, self.settings, shared)
         self.embedder = SubjectEmbedder(self.pipe)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        return generate_per_source(requests, self.generate_one_subject)
-
-    def generate_one_subject(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """One pipeline call per pass for the whole batch, whatever its subjects (each item keeps its
+        own subject embedding, monkey.item_embeds)."""
+        requests = list(requests)
         sizes = {(r.height, r.width) for r in requests}
         if len(sizes) != 1:
             raise ConfigError(f"one MONKEY batch must share one image size, got {sorted(sizes)}")
@@ -38,7 +38,7 @@ class MonkeyMethod(Method):
         batch = SubjectBatch(
             prompts=[r.prompt for r in requests],
             seeds=[r.seed for r in requests],
-            image_embeds=self.embedder.batch([requests[0].item.source]),  # [1, 1, D]
+            image_embeds=self.embedder.batch([r.item.source for r in requests]),  # [n, 1, D]
             height=height,
             width=width,
         )

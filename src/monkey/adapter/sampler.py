@@ -1,11 +1,13 @@
 """The two-pass MONKEY sampler on a diffusers text-to-image pipeline with an IP-Adapter.
 
 Pass 1 (mask pass): `initial_steps` steps at IP scale `initial_scale`, recording the image tokens'
-attention at `capture_steps`; it stops after the last capture step unless its image is wanted.
+attention at `capture_steps`; unless its image is wanted it stops inside the UNet right after the
+last recorded layer of the last capture step (the layers after it do not change the maps).
 Its output is a plain tensor dict per item (see masks.py), so a later pass can take it from a cache.
 Pass 2 (final pass): the same initial noise (same seeds), `final_steps` steps, the IP-Adapter at
 `ip_scale` on `ip_steps` and 0 elsewhere, its output multiplied by each item's own mask on
-`mask_steps`. Prompt embeddings are computed once and shared by both passes.
+`mask_steps`. Prompt embeddings are computed once and shared by both passes. A batch may mix
+subjects: each item's own embedding reaches the UNet through monkey.item_embeds.
 
 With a `SharedWork` (sharing.py), pass 1 comes from a content cache when every map a variant needs
 is there, and pass 2 resumes from the cached latents of the longest mask-independent prefix of its
@@ -14,7 +16,7 @@ schedule (the steps before its first masked step); both give the bytes an uncach
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,30 +29,38 @@ from monkey.adapter.masks import ItemMask, extract_mask, resize, to_grid
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, Snapshot, call_identity, resumable, union
 from monkey.errors import ConfigError
-from monkey.subject_embeds import pipeline_image_embeds, uses_cfg
+from monkey.item_embeds import item_image_embeds
+from monkey.subject_embeds import uses_cfg
 
 Record = dict[str, torch.Tensor]  # "<layer>@<step>" -> [h, w, T] fp32, one item's pass-1 maps
 
 
 @dataclass
 class SubjectBatch:
-    """One pipeline call: prompts and seeds sharing one subject (diffusers repeats the embedding
-    once per prompt, so a call cannot carry several subjects)."""
+    """One pipeline call: prompts and seeds, with one subject embedding for every item ([1, 1, D])
+    or one per item ([n, 1, D]: several subjects in one call, see monkey.item_embeds)."""
 
     prompts: list[str]
     seeds: list[int]
-    image_embeds: torch.Tensor  # [1, 1, D] the subject's CLIP image embedding
+    image_embeds: torch.Tensor  # [1, 1, D] shared, or [n, 1, D] per item: CLIP image embeddings
     height: int
     width: int
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.seeds):
             raise ValueError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds")
-        if self.image_embeds.shape[0] != 1:
-            raise ValueError(f"one subject embedding per call, got {tuple(self.image_embeds.shape)}")
+        if self.image_embeds.ndim != 3 or self.image_embeds.shape[0] not in (1, len(self.prompts)):
+            raise ValueError(
+                f"image embeddings {tuple(self.image_embeds.shape)}: expected [1, 1, D] or one per item "
+                f"[{len(self.prompts)}, 1, D]"
+            )
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def item_embeds(self) -> torch.Tensor:
+        """[n, 1, D]: each item's subject embedding."""
+        return self.image_embeds.expand(len(self), *self.image_embeds.shape[1:])
 
     def generators(self) -> list[torch.Generator]:
         """Fresh per-item generators: both passes start from the same initial noise."""
@@ -84,7 +94,13 @@ def loop_steps(pipe: DiffusionPipeline, num_inference_steps: int) -> int:
 
 
 class MonkeySampler:
-    def __init__(self, pipe: DiffusionPipeline, settings: MonkeySettings, shared: SharedWork | None = None):
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        settings: MonkeySettings,
+        shared: SharedWork | None = None,
+        early_exit: bool = True,
+    ):
         model_layers = attn2_layers(pipe.unet)
         initial_loop = loop_steps(pipe, settings.initial_steps)
         self.final_loop = loop_steps(pipe, settings.final_steps)  # iterations of pass 2's sampling loop
@@ -96,6 +112,9 @@ class MonkeySampler:
         self.settings = settings
         self.guided = uses_cfg(pipe, settings.guidance_scale)
         self.shared = shared
+        # pass 1 leaves the UNet right after the last recorded layer of its last capture step (the same maps,
+        # less of that evaluation); False runs that evaluation whole and stops after the step
+        self.early_exit = early_exit
         # what pass 1 records when it runs with a cache: this variant's maps plus the sweep's extras
         self.record_layers, self.record_steps = settings.layers, settings.capture_steps
         if shared is not None:
@@ -120,15 +139,20 @@ class MonkeySampler:
         )
 
     def call_kwargs(self, batch: SubjectBatch, text: dict[str, torch.Tensor]) -> dict[str, Any]:
-        embeds = batch.image_embeds.to(self.device, self.pipe.unet.dtype)
+        """The pipeline call's arguments, except `ip_adapter_image_embeds` (see `subjects`)."""
         return {
             **text,
             "height": batch.height,
             "width": batch.width,
             "guidance_scale": self.settings.guidance_scale,
             "generator": batch.generators(),
-            "ip_adapter_image_embeds": pipeline_image_embeds(embeds, self.guided),
         }
+
+    def subjects(self, batch: SubjectBatch) -> AbstractContextManager[list[torch.Tensor]]:
+        """Each item's own subject embedding in every UNet evaluation of the block; yields the
+        `ip_adapter_image_embeds` argument of the call."""
+        embeds = batch.item_embeds().to(self.device, self.pipe.unet.dtype)  # [n, 1, D]
+        return item_image_embeds(self.pipe.unet, embeds, self.guided)
 
     def latent_hw(self, batch: SubjectBatch) -> tuple[int, int]:
         factor = self.pipe.vae_scale_factor
@@ -151,15 +175,18 @@ class MonkeySampler:
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
         steps = tuple(sorted(steps)) if steps is not None else s.capture_steps
-        recorder = AttentionRecorder(layers or s.layers, steps, timed=timed)
+        keep_image = s.save_pass1_image
+        recorder = AttentionRecorder(
+            layers or s.layers, steps, timed=timed, exit_when_done=self.early_exit and not keep_image
+        )
 
         def plan(step: int) -> StepPlan:
             return StepPlan(ip_scale=s.initial_scale, record=step in steps)
 
-        keep_image = s.save_pass1_image
         images = None
         with (
             capture_processors(self.pipe.unet, recorder),
+            self.subjects(batch) as ip_embeds,
             StepController(
                 self.pipe.unet,
                 plan,
@@ -171,6 +198,7 @@ class MonkeySampler:
             try:
                 output = self.pipe(
                     **self.call_kwargs(batch, text),
+                    ip_adapter_image_embeds=ip_embeds,
                     num_inference_steps=s.initial_steps,
                     output_type=output_type if keep_image else "latent",
                     callback_on_step_end=control.after_step,
@@ -268,6 +296,7 @@ class MonkeySampler:
 
         masks = image_masks[:, None].to(self.device, torch.float32)  # [n, 1, H, W]
         with (
+            self.subjects(batch) as ip_embeds,
             StepController(
                 self.pipe.unet, self.final_plan, len(batch), masks=masks, first_step=first, observer=observer
             ) as control,
@@ -275,6 +304,7 @@ class MonkeySampler:
         ):
             images = self.pipe(
                 **kwargs,
+                ip_adapter_image_embeds=ip_embeds,
                 output_type=output_type,
                 callback_on_step_end=control.after_step,
                 callback_on_step_end_tensor_inputs=["latents"],

@@ -119,10 +119,12 @@ def record_attention(
     text = sampler.encode_text(batch)
     with (
         capture_processors(pipe.unet, recorder),
+        sampler.subjects(batch) as ip_embeds,
         StepController(pipe.unet, plan, len(batch), recorder=recorder) as control,
     ):
         images = pipe(
             **sampler.call_kwargs(batch, text),
+            ip_adapter_image_embeds=ip_embeds,
             num_inference_steps=settings.initial_steps,
             output_type="pil",
             callback_on_step_end=control.after_step,

@@ -97,7 +97,9 @@ def monkey_method(cfg: DictConfig, spec: MethodSpec) -> MonkeyMethod:
             f"method={spec.name} ({target}): an attention figure draws MONKEY's pass 1, so method must be monkey "
             "(a config whose _target_ is monkey.adapter.method.MonkeyMethod)"
         )
-    runtime = resolve_runtime(profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype)
+    runtime = resolve_runtime(
+        profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.get("vae_dtype", "auto")
+    )
     return build_method(spec.method, runtime, spec.prompt_form)
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.hashing import stable_hash, to_plain
+from monkey.models.vae_precision import keep_vae_in
 from monkey.shards import launch_device
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -89,9 +90,26 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     model: ModelProfile
+    vae_dtype: torch.dtype | None = None  # None: the same as dtype
+
+    @property
+    def vae(self) -> torch.dtype:
+        return self.vae_dtype or self.dtype
 
 
-def resolve_runtime(model: ModelProfile, device: str = "auto", dtype: str = "auto") -> Runtime:
+def vae_dtype_for(dtype: torch.dtype, vae_dtype: str = "auto") -> torch.dtype:
+    """`runtime.vae_dtype`: auto keeps the VAE in fp32 under an fp16 UNet (SD1.5's VAE config asks for
+    that upcast: `force_upcast`), and in the UNet's precision otherwise; fp16 suits an fp16-fix VAE."""
+    if vae_dtype == "auto":
+        return torch.float32 if dtype == torch.float16 else dtype
+    if vae_dtype not in DTYPES:
+        raise ConfigError(f"runtime.vae_dtype={vae_dtype!r} is not allowed; choose auto or one of {list(DTYPES)}")
+    return DTYPES[vae_dtype]
+
+
+def resolve_runtime(
+    model: ModelProfile, device: str = "auto", dtype: str = "auto", vae_dtype: str = "auto"
+) -> Runtime:
     device = launch_device(device)  # one GPU per process under accelerate launch / torchrun
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -105,7 +123,9 @@ def resolve_runtime(model: ModelProfile, device: str = "auto", dtype: str = "aut
         torch_dtype = DTYPES[dtype]
     else:
         raise ConfigError(f"runtime.dtype={dtype!r} is not allowed; choose auto or one of {list(DTYPES)}")
-    return Runtime(device=torch_device, dtype=torch_dtype, model=model)
+    return Runtime(
+        device=torch_device, dtype=torch_dtype, model=model, vae_dtype=vae_dtype_for(torch_dtype, vae_dtype)
+    )
 
 
 def offline_hint(repo_id: str | None = None) -> str:
@@ -129,11 +149,20 @@ def load_cause(err: BaseException) -> str:
 _LOADED: dict[str, diffusers.DiffusionPipeline] = {}
 
 
-def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtype) -> diffusers.DiffusionPipeline:
+def load_runtime_pipeline(runtime: Runtime) -> diffusers.DiffusionPipeline:
+    """The pipeline of a job's runtime: its model, device and precisions."""
+    return load_pipeline(runtime.model, runtime.device, runtime.dtype, runtime.vae_dtype)
+
+
+def load_pipeline(
+    profile: ModelProfile, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype | None = None
+) -> diffusers.DiffusionPipeline:
     """Load (or reuse) the profile's pipeline with its IP-Adapter. One pipeline is kept per process,
-    so the jobs of an in-process multirun over methods of one model share it."""
+    so the jobs of an in-process multirun over methods of one model share it. `vae_dtype` (default:
+    `dtype`) keeps the VAE in another precision (monkey.models.vae_precision)."""
     profile = profile.resolved()
-    key = stable_hash([repr(profile), str(device), str(dtype)])
+    vae_dtype = vae_dtype or dtype
+    key = stable_hash([repr(profile), str(device), str(dtype)] + ([str(vae_dtype)] if vae_dtype != dtype else []))
     if key in _LOADED:
         return _LOADED[key]
     _LOADED.clear()
@@ -143,7 +172,8 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
             f"model.pipeline_class={profile.pipeline_class!r} is not a diffusers pipeline class "
             "(e.g. LatentConsistencyModelPipeline, StableDiffusionPipeline)"
         )
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # a VAE in its own precision is read from the checkpoint in that precision (not rounded through dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype if vae_dtype == dtype else {"default": dtype, "vae": vae_dtype}}
     if profile.revision:
         kwargs["revision"] = profile.revision
     parameters = inspect.signature(pipeline_class.__init__).parameters
@@ -187,6 +217,11 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    if vae_dtype != dtype:
+        if getattr(pipe, "image_encoder", None) is not None:
+            pipe.image_encoder.to(dtype)  # load_ip_adapter reads it in pipe.dtype, the first module's: the VAE's
+        if getattr(pipe, "vae", None) is not None:
+            keep_vae_in(pipe.vae, vae_dtype, dtype)
     pipe.set_progress_bar_config(disable=True)
     _LOADED[key] = pipe
     return pipe

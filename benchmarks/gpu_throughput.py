@@ -1,0 +1,915 @@
+"""Throughput of batched MONKEY on the real architecture: images per second, peak memory, fraction of peak.
+
+LCM Dreamshaper v7's architecture with random weights built from configs in code (no download): the SD1.5
+UNet with time_cond_proj_dim 256, the SD VAE, a CLIP ViT-L/14 text encoder, h94's SD1.5 IP-Adapter shapes
+(4 image tokens from a 1024-d embedding) loaded by `load_ip_adapter`, and the ViT-H/14 image encoder's
+shape (timed once per subject, as the harness embeds each subject once). Per batch size (1/4/8/16, every
+item its own subject, monkey.item_embeds): IP-Adapter at scale 1 (8 steps), MONKEY (paper settings, pass 1
+leaving the UNet at the capture layer) and MONKEY with a shared pass 1 (maps from a cache: pass 2 only),
+each decoded to PIL images as the harness does. Then the evaluation stage's backbones with their real shapes
+(DINOv2 ViT-B/14 and DINO ViT-S/16 in timm, CLIP ViT-B/32 in open_clip, random weights, fp32 as the harness
+scores): images per second through `embed_images` (preprocessing included) and through the models alone.
+
+    python benchmarks/gpu_throughput.py                      # CUDA, 512 px, fp16; finishes within --budget-s
+    python benchmarks/gpu_throughput.py --quick --out /tmp/x # CPU, tiny shapes, seconds (the tests run this)
+    python benchmarks/gpu_throughput.py --cpu-record         # CPU fp32 256 px MONKEY / IP-Adapter, interleaved
+
+Each run updates its own section of results/benchmarks/gpu_throughput.json (`throughput` or `cpu_ratio`)
+and keeps the other, then rewrites gpu_throughput.md from both. The time budget covers model construction
+and warm-up; batch sizes that would not fit are skipped and listed in the record.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import transformers
+from safetensors.torch import save_file
+from torch.utils.flop_counter import FlopCounterMode
+
+from monkey.adapter.sampler import MonkeySampler, SubjectBatch
+from monkey.adapter.settings import MonkeySettings
+from monkey.atomic import atomic_write_bytes
+from monkey.item_embeds import item_image_embeds
+from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer
+from monkey.models.vae_precision import keep_vae_in
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBJECTS = ["dog", "cat", "bear plushie", "backpack", "vase", "teapot", "sneaker", "robot toy"]
+LOCATIONS = ["in the jungle", "in the snow", "on the beach", "on a cobblestone street", "on top of pink fabric"]
+TARGETS = {"monkey_images_per_s": 12.0, "monkey_over_ip_adapter": 1.30}
+# Dense fp16/bf16 tensor-core peaks from NVIDIA's data sheets (without sparsity), TFLOP/s, by device name.
+SPEC_PEAKS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Model sizes: the real ones, or tiny ones for --quick (same block structure, same layer names)."""
+
+    unet_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    attention_head_dim: int = 8
+    layers_per_block: int = 2
+    norm_groups: int = 32
+    cross_dim: int = 768
+    time_cond_dim: int = 256
+    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
+    vae_layers: int = 2
+    text_layers: int = 12
+    text_heads: int = 12
+    text_ffn: int = 3072
+    image_embed_dim: int = 1024
+    vision_width: int = 1280  # ViT-H/14
+    vision_layers: int = 32
+    vision_heads: int = 16
+    vision_ffn: int = 5120
+
+
+QUICK = Shapes(
+    unet_channels=(32, 32, 64, 64),
+    attention_head_dim=2,
+    layers_per_block=1,
+    norm_groups=8,
+    cross_dim=32,
+    time_cond_dim=32,
+    vae_channels=(8, 8, 16, 16),
+    vae_layers=1,
+    text_layers=2,
+    text_heads=2,
+    text_ffn=64,
+    image_embed_dim=24,
+    vision_width=32,
+    vision_layers=2,
+    vision_heads=2,
+    vision_ffn=64,
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- models -------------------------------------------------------------------------------------------
+def build_pipeline(
+    folder: Path, shapes: Shapes, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype
+) -> diffusers.LatentConsistencyModelPipeline:
+    """LCM Dreamshaper v7's architecture with random weights, initialised on `device`; the IP-Adapter
+    goes through `load_ip_adapter` from a file in h94's layout."""
+    torch.manual_seed(0)
+    words = " ".join(SUBJECTS + LOCATIONS).split()
+    write_tiny_clip_tokenizer(folder / "tokenizer", words)
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    with torch.device(device):
+        unet = diffusers.UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=shapes.unet_channels,
+            cross_attention_dim=shapes.cross_dim,
+            time_cond_proj_dim=shapes.time_cond_dim,
+            attention_head_dim=shapes.attention_head_dim,
+            layers_per_block=shapes.layers_per_block,
+            norm_num_groups=shapes.norm_groups,
+        )
+        vae = diffusers.AutoencoderKL(
+            block_out_channels=shapes.vae_channels,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=shapes.vae_layers,
+            latent_channels=4,
+            norm_num_groups=min(32, shapes.vae_channels[0]),
+            sample_size=512,
+        )
+        text_encoder = transformers.CLIPTextModel(
+            transformers.CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=shapes.cross_dim,
+                intermediate_size=shapes.text_ffn,
+                num_attention_heads=shapes.text_heads,
+                num_hidden_layers=shapes.text_layers,
+                max_position_embeddings=77,
+                projection_dim=shapes.cross_dim,
+                hidden_act="quick_gelu",
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = diffusers.LCMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=True,
+        original_inference_steps=50,
+        timestep_spacing="leading",
+    )
+    pipe = diffusers.LatentConsistencyModelPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    write_ip_adapter(unet, shapes, folder / "ip_adapter" / "models" / "ip-adapter_sd15.safetensors")
+    pipe.unet.to(dtype)
+    pipe.text_encoder.to(dtype)
+    pipe.load_ip_adapter(
+        str(folder / "ip_adapter"),
+        subfolder="models",
+        weight_name="ip-adapter_sd15.safetensors",
+        image_encoder_folder=None,
+    )
+    pipe.to(device)
+    keep_vae_in(pipe.vae, vae_dtype, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_ip_adapter(unet: diffusers.UNet2DConditionModel, shapes: Shapes, path: Path) -> None:
+    """h94's key layout: image_proj (embedding -> 4 tokens), to_k_ip/to_v_ip per attn2 processor."""
+    generator = torch.Generator().manual_seed(1)
+    tokens, cross = 4, shapes.cross_dim
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * 0.02
+
+    state = {
+        "image_proj.proj.weight": randn(tokens * cross, shapes.image_embed_dim),
+        "image_proj.proj.bias": torch.zeros(tokens * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    for index, name in enumerate(unet.attn_processors):
+        if name.endswith("attn2.processor"):
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            state[f"ip_adapter.{index}.to_k_ip.weight"] = randn(hidden, cross)
+            state[f"ip_adapter.{index}.to_v_ip.weight"] = randn(hidden, cross)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
+
+
+def build_image_encoder(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The IP-Adapter's image encoder shape (CLIP ViT-H/14, 1024-d projection), random weights."""
+    config = transformers.CLIPVisionConfig(
+        hidden_size=shapes.vision_width,
+        intermediate_size=shapes.vision_ffn,
+        num_attention_heads=shapes.vision_heads,
+        num_hidden_layers=shapes.vision_layers,
+        image_size=224,
+        patch_size=14,
+        projection_dim=shapes.image_embed_dim,
+        hidden_act="gelu",
+    )
+    with torch.device(device):
+        return transformers.CLIPVisionModelWithProjection(config).to(dtype).eval()
+
+
+@torch.no_grad()
+def time_image_encoder(encoder: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> float:
+    """Seconds per call embedding 8 subject images (the harness embeds each subject once)."""
+    pixels = torch.randn(8, 3, 224, 224, device=device, dtype=dtype)
+    encoder(pixel_values=pixels)
+    return statistics.median(timed(lambda: encoder(pixel_values=pixels), device) for _ in range(3))
+
+
+# ---- measuring ----------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """CUDA allocator peak of one call (None on CPU: the RSS of a shared process says little)."""
+    if device.type != "cuda":
+        fn()
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def flops_of(fn: Callable[[], Any]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, seconds: float = 1.5) -> float | None:
+    """A large dense matmul's rate: what this device reaches in practice (CUDA only)."""
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            a @ b
+        count += 10
+        sync(device)
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
+
+
+def spec_peak(name: str) -> float | None:
+    for key, value in SPEC_PEAKS.items():  # "H100 PCIe" before "H100"
+        if key in name:
+            return value
+    return None
+
+
+# ---- the generation stage -----------------------------------------------------------------------------
+class Workload:
+    """One batch of B items, each its own subject, and the three ways to make its images."""
+
+    def __init__(self, pipe, sampler: MonkeySampler, shapes: Shapes, batch_size: int, size: int, device):
+        self.pipe, self.sampler = pipe, sampler
+        generator = torch.Generator().manual_seed(batch_size)
+        embeds = torch.randn(batch_size, 1, shapes.image_embed_dim, generator=generator)  # [B, 1, D]
+        self.embeds = embeds.to(device, pipe.unet.dtype)
+        prompts = [f"{SUBJECTS[i % len(SUBJECTS)]} {LOCATIONS[i % len(LOCATIONS)]}" for i in range(batch_size)]
+        self.batch = SubjectBatch(prompts, list(range(batch_size)), self.embeds, size, size)
+        self.records = sampler.record(self.batch).records  # what a shared pass 1 finds in its cache (untimed)
+
+    def ip_adapter(self) -> Any:
+        s = self.sampler.settings
+        self.pipe.set_ip_adapter_scale(1.0)
+        with item_image_embeds(self.pipe.unet, self.embeds, guided=False) as ip_embeds:
+            return self.pipe(
+                prompt=self.batch.prompts,
+                height=self.batch.height,
+                width=self.batch.width,
+                num_inference_steps=s.final_steps,
+                guidance_scale=s.guidance_scale,
+                generator=self.batch.generators(),
+                ip_adapter_image_embeds=ip_embeds,
+                output_type="pil",
+            ).images
+
+    def monkey(self) -> Any:
+        return self.sampler(self.batch).images
+
+    def monkey_shared_pass1(self) -> Any:
+        return self.sampler(self.batch, records=self.records).images
+
+    def methods(self) -> dict[str, Callable[[], Any]]:
+        return {"ip_adapter": self.ip_adapter, "monkey": self.monkey, "monkey_shared_pass1": self.monkey_shared_pass1}
+
+
+@torch.no_grad()
+def batch_independence(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device) -> dict[str, Any]:
+    """Item 0 of a 4-subject batch against the same item alone, in this run's precision: how far the
+    neighbours move its final latents (float rounding only, when the per-item embeddings are right)."""
+    mixed = Workload(pipe, sampler, shapes, 4, size, device)
+    alone = SubjectBatch(mixed.batch.prompts[:1], mixed.batch.seeds[:1], mixed.embeds[:1], size, size)
+    together = sampler(mixed.batch, output_type="latent")
+    single = sampler(alone, output_type="latent")
+    other = SubjectBatch(mixed.batch.prompts[:1], mixed.batch.seeds[:1], mixed.embeds[1:2], size, size)
+    swapped = sampler(other, output_type="latent")  # the same prompt and seed with another subject
+    return {
+        "max_abs_latent_difference": float((together.images[0] - single.images[0]).abs().max()),
+        "mask_equal": bool(torch.equal(together.image_masks[0], single.image_masks[0])),
+        "another_subject_max_abs_latent_difference": float((swapped.images[0] - single.images[0]).abs().max()),
+        "latent_abs_max": float(single.images[0].abs().max()),
+    }
+
+
+def unet_evaluations(pipe, fn: Callable[[], Any]) -> int:
+    """UNet evaluations started during `fn` (an early-exited one counts as started)."""
+    count = [0]
+    handle = pipe.unet.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return count[0]
+
+
+def measure_batch(work: Workload, rounds: int, device: torch.device) -> dict[str, Any]:
+    methods = work.methods()
+    peaks = {name: peak_memory_mib(fn, device) for name, fn in methods.items()}  # also the warm-up
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for index in range(rounds):  # rotate the order, so drifting load or clocks hit every method alike
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            times[name].append(timed(methods[name], device))
+    batch = len(work.batch)
+    result: dict[str, Any] = {"batch_size": batch, "rounds": rounds}
+    for name in names:
+        median = statistics.median(times[name])
+        result[name] = {
+            "seconds": times[name],
+            "median_s": median,
+            "images_per_s": batch / median,
+            "peak_memory_mib": peaks[name],
+        }
+    result["monkey_over_ip_adapter"] = statistics.median(
+        m / i for m, i in zip(times["monkey"], times["ip_adapter"], strict=True)
+    )
+    result["shared_over_ip_adapter"] = statistics.median(
+        m / i for m, i in zip(times["monkey_shared_pass1"], times["ip_adapter"], strict=True)
+    )
+    return result
+
+
+def flop_profile(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device) -> dict[str, Any]:
+    """FLOPs per image (batch 1) of each way, and of one UNet evaluation whole and cut at the capture layer."""
+    work = Workload(pipe, sampler, shapes, 1, size, device)
+    text = sampler.encode_text(work.batch)
+    unet_full = flops_of(
+        lambda: pipe(
+            **sampler.call_kwargs(work.batch, text),
+            ip_adapter_image_embeds=[work.embeds],
+            num_inference_steps=1,
+            output_type="latent",
+        )
+    )
+    text_flops = flops_of(lambda: sampler.encode_text(work.batch))
+    cut = MonkeySampler(pipe, MonkeySettings(capture_steps=(0,), initial_steps=sampler.settings.initial_steps))
+    unet_cut = flops_of(lambda: cut.record(work.batch, text))
+    per_image = {name: flops_of(fn) for name, fn in work.methods().items()}
+    evaluations = unet_evaluations(pipe, work.monkey)
+    s = sampler.settings
+    cut_fraction = unet_cut / unet_full
+    return {
+        "unet_evaluation_flops": unet_full,
+        "unet_evaluation_cut_at_capture_layer_flops": unet_cut,
+        "cut_fraction": cut_fraction,
+        "text_encoder_flops": text_flops,
+        "per_image_flops": per_image,
+        "monkey_unet_evaluations_started": evaluations,
+        "monkey_unet_evaluation_equivalents": s.last_capture_step + cut_fraction + s.final_steps,
+        "note": "FLOPs counted by torch.utils.flop_counter (matmuls, convolutions, attention); UNet FLOPs of a "
+        "1-step call include nothing else but the scheduler step",
+    }
+
+
+def measure_variants(
+    pipe, sampler: MonkeySampler, shapes: Shapes, batch_size: int, size: int, device, deadline: float
+) -> list[dict[str, Any]]:
+    """MONKEY and IP-Adapter under each speed-up at one batch size: channels-last UNet and VAE, and each
+    SDPA backend the device offers. Same inputs as the batch table; stops at `deadline`."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    work = Workload(pipe, sampler, shapes, batch_size, size, device)
+    variants: list[tuple[str, Callable[[], Any]]] = [("baseline", contextlib.nullcontext)]
+    backends = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+    if device.type != "cuda":
+        backends = ("FLASH_ATTENTION", "MATH")  # the CPU's two
+    for backend in backends:
+        value = getattr(SDPBackend, backend)
+        variants.append((f"sdpa={backend.lower()}", lambda value=value: sdpa_kernel([value])))
+    variants.append(("channels_last", contextlib.nullcontext))
+    out = []
+    for name, context in variants:
+        if time.perf_counter() > deadline:
+            out.append({"variant": name, "skipped": "budget"})
+            continue
+        if name == "channels_last":
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        try:
+            with context():
+                times = {m: [] for m in ("ip_adapter", "monkey")}
+                for fn in (work.ip_adapter, work.monkey):
+                    fn()  # warm-up (and a refusal, for a backend these shapes cannot use)
+                for _ in range(2):
+                    times["ip_adapter"].append(timed(work.ip_adapter, device))
+                    times["monkey"].append(timed(work.monkey, device))
+            out.append(
+                {
+                    "variant": name,
+                    "batch_size": batch_size,
+                    "ip_adapter_images_per_s": batch_size / statistics.median(times["ip_adapter"]),
+                    "monkey_images_per_s": batch_size / statistics.median(times["monkey"]),
+                }
+            )
+        except RuntimeError as err:  # e.g. no kernel of that backend for these shapes or this device
+            out.append({"variant": name, "error": str(err).splitlines()[0][:200]})
+        log(f"variant {out[-1]}")
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    pipe.vae.to(memory_format=torch.contiguous_format)
+    return out
+
+
+# ---- the evaluation stage -----------------------------------------------------------------------------
+def eval_backbones(quick: bool, device: torch.device) -> list[Any]:
+    """The harness's backbone classes around the real architectures with random weights (tiny in --quick)."""
+    import open_clip
+    import timm
+    from monkey.eval.backbones import BackboneSpec, OpenClipBackbone, TimmBackbone, load_backbone
+
+    tiny_vit = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+    backbones = []
+    for key, name in (("dino", "vit_base_patch14_dinov2.lvd142m"), ("dino_v1", "vit_small_patch16_224.dino")):
+        spec = BackboneSpec(key=key, kind="timm", model_name=name, image_metric=key)
+        with torch.device(device):
+            model = timm.create_model(
+                name, pretrained=False, num_classes=0, img_size=224, **(tiny_vit if quick else {})
+            )
+        backbones.append(TimmBackbone(spec, model, device, 32))
+    if quick:
+        clip_spec = BackboneSpec(
+            key="clip",
+            kind="open_clip",
+            model_name="ViT-B-32",
+            image_metric="clip_i",
+            text_metric="clip_t",
+            force_quick_gelu=True,
+            tiny={
+                "embed_dim": 16,
+                "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "patch_size": 32, "head_width": 16},
+                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+            },
+        )
+        backbones.append(load_backbone(clip_spec, str(device), 32))
+    else:
+        spec = BackboneSpec(
+            key="clip",
+            kind="open_clip",
+            model_name="ViT-B-32",
+            image_metric="clip_i",
+            text_metric="clip_t",
+            force_quick_gelu=True,
+        )
+        model, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None, force_quick_gelu=True)
+        backbones.append(OpenClipBackbone(spec, model, device, 32, transform, open_clip.get_tokenizer("ViT-B-32")))
+    return backbones
+
+
+def measure_eval(quick: bool, device: torch.device, images: list[Any], rounds: int) -> dict[str, Any]:
+    backbones = eval_backbones(quick, device)
+    pixels = {b.spec.key: torch.stack([b.preprocess(image) for image in images]).to(device) for b in backbones}
+
+    def models_only() -> None:
+        with torch.no_grad():
+            for backbone in backbones:
+                backbone.encode_pixels(pixels[backbone.spec.key])
+
+    def end_to_end() -> None:
+        for backbone in backbones:
+            backbone.embed_images(images)
+
+    models_only(), end_to_end()  # warm-up
+    model_s = statistics.median(timed(models_only, device) for _ in range(rounds))
+    total_s = statistics.median(timed(end_to_end, device) for _ in range(rounds))
+    return {
+        "backbones": [f"{b.spec.key}: {b.spec.model_name}" for b in backbones],
+        "images": len(images),
+        "batch_size": 32,
+        "dtype": "float32 (as the harness scores)",
+        "embed_images_per_s": len(images) / total_s,
+        "models_only_images_per_s": len(images) / model_s,
+        "note": "embed_images includes the harness's CPU preprocessing (resize, crop, normalise) of 512 px PIL "
+        "images; one image is embedded by all three backbones",
+    }
+
+
+# ---- runs ---------------------------------------------------------------------------------------------
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    quick = args.quick
+    device = torch.device("cpu" if quick else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --quick (CPU, tiny shapes) or --cpu-record")
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    if quick:
+        dtype = torch.float32
+    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    shapes = QUICK if quick else Shapes()
+    size = 64 if quick else args.size
+    sizes = [1, 2] if quick else args.batch_sizes
+    rounds = 1 if quick else args.rounds
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    log(f"device {name}; building the {'tiny' if quick else 'LCM Dreamshaper v7'} architecture ({dtype}) ...")
+    with tempfile.TemporaryDirectory(prefix="monkey-gpu-throughput-") as folder:
+        pipe = build_pipeline(Path(folder), shapes, device, dtype, vae_dtype)
+    sampler = MonkeySampler(pipe, MonkeySettings())
+    log(f"built in {time.perf_counter() - start:.1f} s")
+
+    encoder_s = time_image_encoder(build_image_encoder(shapes, device, dtype), device, dtype)
+    flops = flop_profile(pipe, sampler, shapes, size, device)
+    log(
+        f"UNet evaluation {flops['unet_evaluation_flops'] / 1e12:.3f} TFLOP; MONKEY "
+        f"{flops['monkey_unet_evaluation_equivalents']:.3f} evaluation equivalents per image"
+    )
+    measured_peak = matmul_peak_tflops(device, dtype)
+    sheet_peak = spec_peak(name)
+
+    results, skipped, previous = [], [], None
+    for batch_size in sizes:
+        elapsed = time.perf_counter() - start
+        if previous is not None:
+            per_call = sum(previous[m]["median_s"] for m in ("ip_adapter", "monkey", "monkey_shared_pass1"))
+            estimate = 1.3 * per_call * (rounds + 1) * batch_size / previous["batch_size"] + 5
+            if elapsed + estimate + args.reserve_s > args.budget_s:
+                skipped.append(
+                    {
+                        "batch_size": batch_size,
+                        "reason": f"budget: {elapsed:.0f} s spent, about "
+                        f"{estimate:.0f} s needed, {args.budget_s:.0f} s allowed",
+                    }
+                )
+                log(f"skipping batch size {batch_size}: {skipped[-1]['reason']}")
+                continue
+        work = Workload(pipe, sampler, shapes, batch_size, size, device)
+        result = measure_batch(work, rounds, device)
+        per_image = flops["per_image_flops"]
+        for method in ("ip_adapter", "monkey", "monkey_shared_pass1"):
+            achieved = per_image[method] * result[method]["images_per_s"] / 1e12
+            result[method]["achieved_tflops"] = achieved
+            result[method]["fraction_of_sheet_peak"] = achieved / sheet_peak if sheet_peak else None
+            result[method]["fraction_of_measured_matmul_peak"] = achieved / measured_peak if measured_peak else None
+        results.append(result)
+        previous = result
+        log(
+            f"batch {batch_size}: IP-Adapter {result['ip_adapter']['images_per_s']:.2f} img/s, MONKEY "
+            f"{result['monkey']['images_per_s']:.2f} img/s, shared pass 1 "
+            f"{result['monkey_shared_pass1']['images_per_s']:.2f} img/s; MONKEY / IP-Adapter "
+            f"{result['monkey_over_ip_adapter']:.3f}; peak {result['monkey']['peak_memory_mib']} MiB"
+        )
+    independence = batch_independence(pipe, sampler, shapes, size, device)
+    log(f"batch independence: {independence}")
+    variants = []
+    if results and not args.no_variants:
+        variant_batch = max(r["batch_size"] for r in results if r["batch_size"] <= args.variant_batch)
+        deadline = start + args.budget_s - args.reserve_s
+        variants = measure_variants(pipe, sampler, shapes, variant_batch, size, device, deadline)
+    del pipe, sampler
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    evaluation = None
+    if time.perf_counter() - start + 20 < args.budget_s or quick:
+        from PIL import Image
+
+        generator = torch.Generator().manual_seed(3)
+        count = 8 if quick else 64
+        pictures = [
+            Image.fromarray((torch.rand(512, 512, 3, generator=generator) * 255).byte().numpy()) for _ in range(count)
+        ]
+        evaluation = measure_eval(quick, device, pictures, 1 if quick else 3)
+        log(
+            f"evaluation: {evaluation['embed_images_per_s']:.1f} img/s end to end, "
+            f"{evaluation['models_only_images_per_s']:.1f} img/s models only"
+        )
+    else:
+        skipped.append({"stage": "evaluation", "reason": "budget"})
+
+    best = max(results, key=lambda r: r["monkey"]["images_per_s"]) if results else None
+    verdict = None
+    if best is not None:
+        verdict = {
+            "best_batch_size": best["batch_size"],
+            "monkey_images_per_s": {
+                "target": TARGETS["monkey_images_per_s"],
+                "value": best["monkey"]["images_per_s"],
+                "pass": best["monkey"]["images_per_s"] >= TARGETS["monkey_images_per_s"],
+            },
+            "monkey_over_ip_adapter": {
+                "target": TARGETS["monkey_over_ip_adapter"],
+                "value": best["monkey_over_ip_adapter"],
+                "pass": best["monkey_over_ip_adapter"] <= TARGETS["monkey_over_ip_adapter"],
+            },
+            "dreambooth_grid_3160_images_minutes": 3160 / best["monkey"]["images_per_s"] / 60,
+        }
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "quick": quick,
+        "device": str(device),
+        "device_name": name,
+        "machine": machine(),
+        "versions": versions(),
+        "settings": {
+            "size": size,
+            "dtype": str(dtype).removeprefix("torch."),
+            "vae_dtype": str(vae_dtype).removeprefix("torch."),
+            "batch_sizes": sizes,
+            "rounds": rounds,
+            "budget_s": args.budget_s,
+            "shapes": asdict(shapes),
+            "monkey": {k: getattr(MonkeySettings(), k) for k in MonkeySettings.__dataclass_fields__},
+            "ip_adapter": {"scale": 1.0, "steps": MonkeySettings().final_steps},
+        },
+        "peak": {
+            "sheet_tflops": sheet_peak,
+            "sheet_note": "NVIDIA data-sheet dense fp16/bf16 tensor-core peak without sparsity, by device name",
+            "measured_matmul_tflops": measured_peak,
+            "measured_note": "8192^3 matmuls in the run's dtype for 1.5 s",
+        },
+        "image_encoder_subjects_per_s": 8 / encoder_s,
+        "flops": flops,
+        "batches": results,
+        "speedups": variants,
+        "batch_independence": independence,
+        "skipped": skipped,
+        "evaluation": evaluation,
+        "targets": verdict,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU fp32, real shapes, batch 1: MONKEY (early exit), MONKEY without it and IP-Adapter, interleaved."""
+    device = torch.device("cpu")
+    torch.set_flush_denormal(True)
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="monkey-cpu-ratio-") as folder:
+        pipe = build_pipeline(Path(folder), Shapes(), device, torch.float32, torch.float32)
+    sampler = MonkeySampler(pipe, MonkeySettings())
+    whole = MonkeySampler(pipe, MonkeySettings(), early_exit=False)
+    work = Workload(pipe, sampler, Shapes(), 1, args.cpu_size, device)
+    methods = {
+        "ip_adapter": work.ip_adapter,
+        "monkey": work.monkey,
+        "monkey_no_early_exit": lambda: whole(work.batch).images,
+    }
+    for fn in methods.values():
+        fn()  # warm-up
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(args.pairs):
+        order = names[index % 3 :] + names[: index % 3]
+        for name in order:
+            times[name].append(timed(methods[name], device))
+        log(f"round {index + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
+    ratio = statistics.median(m / i for m, i in zip(times["monkey"], times["ip_adapter"], strict=True))
+    ratio_whole = statistics.median(
+        m / i for m, i in zip(times["monkey_no_early_exit"], times["ip_adapter"], strict=True)
+    )
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "versions": versions(),
+        "settings": {"size": args.cpu_size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs},
+        "seconds": times,
+        "median_s": {name: statistics.median(values) for name, values in times.items()},
+        "monkey_over_ip_adapter": ratio,
+        "monkey_no_early_exit_over_ip_adapter": ratio_whole,
+        "target": {"value": 1.30, "pass": ratio <= 1.30},
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+# ---- the record ---------------------------------------------------------------------------------------
+def markdown(record: dict[str, Any]) -> str:
+    lines = ["# Batched MONKEY throughput (benchmarks/gpu_throughput.py)", ""]
+    run = record.get("throughput")
+    if run is None:
+        lines += ["No device run recorded yet: `python benchmarks/gpu_throughput.py` on a CUDA machine.", ""]
+    else:
+        s, peak, f = run["settings"], run["peak"], run["flops"]
+        lines += [
+            f"## {'Quick (CPU, tiny shapes)' if run['quick'] else 'Device'} run: {run['device_name']}",
+            "",
+            f"{run['created']}, commit {run['git_commit']}; torch {run['versions']['torch']} (CUDA "
+            f"{run['versions']['cuda']}), diffusers {run['versions']['diffusers']}. LCM Dreamshaper v7 architecture, "
+            f"random weights, {s['size']} px, UNet {s['dtype']}, VAE {s['vae_dtype']}; every item its own subject. "
+            f"Median of {s['rounds']} rounds in rotating order; wall time of the whole script "
+            f"{run['wall_s']:.0f} s (budget {s['budget_s']:.0f} s).",
+            "",
+            f"Peak assumed: {peak['sheet_tflops']} TFLOP/s (data sheet, dense fp16/bf16); measured 8192^3 matmul "
+            f"{_fmt(peak['measured_matmul_tflops'], '.0f')} TFLOP/s. One UNet evaluation: "
+            f"{f['unet_evaluation_flops'] / 1e12:.3f} TFLOP per image; cut at the capture layer: "
+            f"{f['cut_fraction']:.3f} of it, so MONKEY costs {f['monkey_unet_evaluation_equivalents']:.3f} UNet "
+            f"evaluations per image (11 without the early exit).",
+            "",
+            "| batch | IP-Adapter img/s | MONKEY img/s | MONKEY, shared pass 1 img/s | MONKEY / IP-Adapter | "
+            "peak MiB (IP / MONKEY / shared) | MONKEY TFLOP/s | of sheet peak |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for b in run["batches"]:
+            ip, mk, sh = b["ip_adapter"], b["monkey"], b["monkey_shared_pass1"]
+            lines.append(
+                f"| {b['batch_size']} | {ip['images_per_s']:.2f} | {mk['images_per_s']:.2f} | "
+                f"{sh['images_per_s']:.2f} | {b['monkey_over_ip_adapter']:.3f} | "
+                f"{_fmt(ip['peak_memory_mib'], '.0f')} / "
+                f"{_fmt(mk['peak_memory_mib'], '.0f')} / {_fmt(sh['peak_memory_mib'], '.0f')} | "
+                f"{mk['achieved_tflops']:.1f} | {_fmt(mk['fraction_of_sheet_peak'], '.1%')} |"
+            )
+        for skip in run["skipped"]:
+            lines.append(f"\nSkipped: {skip}")
+        if run.get("speedups"):
+            lines += ["", "Speed-ups (images per second, IP-Adapter / MONKEY; one warm-up and 2 timed calls each):", ""]
+            lines += ["| variant | batch | IP-Adapter | MONKEY |", "|---|---|---|---|"]
+            for v in run["speedups"]:
+                if "monkey_images_per_s" in v:
+                    lines.append(
+                        f"| {v['variant']} | {v['batch_size']} | {v['ip_adapter_images_per_s']:.2f} | "
+                        f"{v['monkey_images_per_s']:.2f} |"
+                    )
+                else:
+                    lines.append(f"| {v['variant']} | - | {v.get('error') or v.get('skipped')} | |")
+        if run["evaluation"]:
+            e = run["evaluation"]
+            lines += [
+                "",
+                f"Evaluation stage ({', '.join(e['backbones'])}; {e['dtype']}): "
+                f"{e['embed_images_per_s']:.1f} images/s through embed_images (CPU preprocessing included), "
+                f"{e['models_only_images_per_s']:.1f} images/s through the models alone.",
+            ]
+        lines += ["", f"Subject embeddings (ViT-H/14 shape): {run['image_encoder_subjects_per_s']:.1f} per second."]
+        if run.get("batch_independence"):
+            ind = run["batch_independence"]
+            lines += [
+                "",
+                f"Batch independence ({s['dtype']}): item 0 of a 4-subject MONKEY batch against the same item alone "
+                f"moves its final latents by at most {ind['max_abs_latent_difference']:.2e} (latents up to "
+                f"{ind['latent_abs_max']:.2f}; another subject moves them by "
+                f"{ind['another_subject_max_abs_latent_difference']:.2e}); mask equal: {ind['mask_equal']}.",
+            ]
+        if run["targets"]:
+            t = run["targets"]
+            lines += [
+                "",
+                f"Targets (best batch {t['best_batch_size']}): MONKEY {t['monkey_images_per_s']['value']:.2f} img/s "
+                f"(>= {t['monkey_images_per_s']['target']}: {_mark(t['monkey_images_per_s']['pass'])}), MONKEY / "
+                f"IP-Adapter {t['monkey_over_ip_adapter']['value']:.3f} (<= {t['monkey_over_ip_adapter']['target']}: "
+                f"{_mark(t['monkey_over_ip_adapter']['pass'])}); the 3,160-image DreamBooth grid in "
+                f"{t['dreambooth_grid_3160_images_minutes']:.1f} min.",
+            ]
+        lines.append("")
+    cpu = record.get("cpu_ratio")
+    if cpu is not None:
+        m, med = cpu["machine"], cpu["median_s"]
+        lines += [
+            "## CPU: MONKEY / IP-Adapter with the early exit",
+            "",
+            f"{cpu['created']}, commit {cpu['git_commit']}; {m['processor']}, {m['logical_cpus']} logical CPUs, "
+            f"load average {tuple(round(x, 2) for x in m['load_average_start'])} at start, "
+            f"{tuple(round(x, 2) for x in m['load_average_end'])} at end (a machine shared with other jobs: absolute "
+            f"times are inflated; the three ran in rotating order). Real architecture, random weights, "
+            f"{cpu['settings']['size']} px, fp32, batch 1, {cpu['settings']['rounds']} rounds, medians.",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| MONKEY / IP-Adapter (early exit) | {cpu['monkey_over_ip_adapter']:.3f} (target <= 1.30: "
+            f"{_mark(cpu['target']['pass'])}) |",
+            f"| MONKEY without the early exit / IP-Adapter | {cpu['monkey_no_early_exit_over_ip_adapter']:.3f} |",
+            f"| seconds per image: IP-Adapter, MONKEY, MONKEY without early exit | {med['ip_adapter']:.2f}, "
+            f"{med['monkey']:.2f}, {med['monkey_no_early_exit']:.2f} |",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _mark(ok: bool) -> str:
+    return "pass" if ok else "MISS"
+
+
+def write_record(out: Path, section: str, data: dict[str, Any]) -> Path:
+    """Update one section of the json record, keep the others, rewrite the markdown from all of them."""
+    path = out / "gpu_throughput.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"benchmark": "gpu_throughput"}
+    record[section] = data
+    atomic_write_bytes(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out / "gpu_throughput.md", markdown(record).encode())
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks", help="folder of the record")
+    parser.add_argument("--quick", action="store_true", help="CPU, tiny shapes, batch sizes 1 and 2 (for the tests)")
+    parser.add_argument("--cpu-record", action="store_true", help="CPU fp32 MONKEY / IP-Adapter, real shapes")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per batch size (after one warm-up)")
+    parser.add_argument("--budget-s", type=float, default=270.0, help="finish within this many seconds")
+    parser.add_argument("--reserve-s", type=float, default=40.0, help="kept for the evaluation stage and writing")
+    parser.add_argument("--variant-batch", type=int, default=8, help="batch size of the speed-up variants")
+    parser.add_argument("--no-variants", action="store_true", help="skip the speed-up variants")
+    parser.add_argument("--cpu-size", type=int, default=256)
+    parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (--quick: 1, which avoids stalls on a loaded machine)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
+    if args.cpu_record:
+        path = write_record(args.out, "cpu_ratio", cpu_ratio(args))
+    else:
+        path = write_record(args.out, "throughput", throughput(args))
+    log(f"wrote {path} and {path.with_suffix('.md')}")
+    print(path.with_suffix(".md").read_text(), flush=True)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,70 @@
+"""benchmarks/gpu_throughput.py runs unchanged on a CPU with --quick: its figures agree with each other
+and with the raw timings it records, MONKEY's early exit shows in its FLOPs, and the budget skips."""
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_records_consistent_figures_and_keeps_other_sections(benchmark, tmp_path):
+    (tmp_path / "gpu_throughput.json").write_text(json.dumps({"cpu_ratio": None, "other": {"kept": True}}))
+    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "600"])
+    record = json.loads(path.read_text())
+    assert record["other"] == {"kept": True}  # a device run never drops the CPU record beside it
+    run = record["throughput"]
+    assert run["quick"] and run["device_name"] and run["versions"]["torch"] and run["versions"]["diffusers"]
+    assert run["settings"]["dtype"] == "float32" and not run["skipped"]
+    assert [batch["batch_size"] for batch in run["batches"]] == [1, 2]
+    flops = run["flops"]
+    for batch in run["batches"]:
+        for method in ("ip_adapter", "monkey", "monkey_shared_pass1"):
+            figures = batch[method]
+            assert figures["median_s"] == statistics.median(figures["seconds"])
+            assert figures["images_per_s"] == pytest.approx(batch["batch_size"] / figures["median_s"])
+            achieved = flops["per_image_flops"][method] * figures["images_per_s"] / 1e12
+            assert figures["achieved_tflops"] == pytest.approx(achieved)
+        ratios = [m / i for m, i in zip(batch["monkey"]["seconds"], batch["ip_adapter"]["seconds"], strict=True)]
+        assert batch["monkey_over_ip_adapter"] == pytest.approx(statistics.median(ratios))
+    # the early exit: the last pass-1 evaluation stops at the capture layer, so 10 < equivalents < 11 ...
+    assert 0.1 < flops["cut_fraction"] < 0.9 and flops["monkey_unet_evaluations_started"] == 3 + 8
+    assert flops["monkey_unet_evaluation_equivalents"] == pytest.approx(2 + flops["cut_fraction"] + 8)
+    # ... and MONKEY's whole-image FLOPs exceed IP-Adapter's by just those extra evaluations (both encode the
+    # prompt once and decode once; masks and recording are cheap)
+    per_image, unet = flops["per_image_flops"], flops["unet_evaluation_flops"]
+    extra = (per_image["monkey"] - per_image["ip_adapter"]) / unet
+    assert extra == pytest.approx(2 + flops["cut_fraction"], rel=0.03)
+    shared = (per_image["monkey_shared_pass1"] - per_image["ip_adapter"]) / unet
+    assert abs(shared) < 0.1  # with pass 1 from a cache MONKEY costs what IP-Adapter costs
+    assert run["evaluation"]["embed_images_per_s"] > 0 and len(run["evaluation"]["backbones"]) == 3
+    independence = run["batch_independence"]  # fp32 on CPU: the bound of tests/test_batched_subjects.py
+    assert independence["max_abs_latent_difference"] <= 1e-4 and independence["mask_equal"]
+    assert independence["another_subject_max_abs_latent_difference"] > 1e-2
+    text = path.with_suffix(".md").read_text()
+    assert run["device_name"] in text and "| 2 |" in text
+
+
+def test_a_spent_budget_skips_the_larger_batches_and_says_so(benchmark, tmp_path):
+    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "0", "--no-variants"])
+    run = json.loads(path.read_text())["throughput"]
+    assert [batch["batch_size"] for batch in run["batches"]] == [1]
+    assert run["skipped"][0]["batch_size"] == 2 and "budget" in run["skipped"][0]["reason"]
+    assert "Skipped" in path.with_suffix(".md").read_text()
+
+
+def test_sheet_peaks_match_device_names(benchmark):
+    assert benchmark.spec_peak("NVIDIA H100 80GB HBM3") == 989.4
+    assert benchmark.spec_peak("NVIDIA H100 PCIe") == 756.0
+    assert benchmark.spec_peak("NVIDIA A100-SXM4-80GB") == 312.0 and benchmark.spec_peak("AMD EPYC") is None
