@@ -114,6 +114,22 @@ def offline_hint() -> str:
     )
 
 
+def scheduler_class_named(name: str) -> type:
+    """A diffusers scheduler class by name, or a project scheduler by dotted path
+    (`monkey.baselines.rectifid.scheduler.PeRFlowScheduler`)."""
+    if "." in name:
+        from hydra.utils import get_class
+
+        try:
+            return get_class(name)
+        except (ImportError, ValueError) as err:
+            raise ConfigError(f"model.scheduler={name!r} cannot be imported: {err}") from err
+    scheduler_class = getattr(diffusers, name, None)
+    if scheduler_class is None:
+        raise ConfigError(f"model.scheduler={name!r} is not a diffusers scheduler class (or a dotted path to one)")
+    return scheduler_class
+
+
 _LOADED: dict[str, diffusers.DiffusionPipeline] = {}
 
 
@@ -144,9 +160,7 @@ def load_pipeline(profile: ModelProfile, device: torch.device, dtype: torch.dtyp
             f"with {profile.pipeline_class}.from_pretrained {offline_hint()}. Cause: {err}"
         ) from err
     if profile.scheduler:
-        scheduler_class = getattr(diffusers, profile.scheduler, None)
-        if scheduler_class is None:
-            raise ConfigError(f"model.scheduler={profile.scheduler!r} is not a diffusers scheduler class")
+        scheduler_class = scheduler_class_named(profile.scheduler)
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **dict(profile.scheduler_kwargs))
     if profile.ip_adapter is not None:
         spec = profile.ip_adapter
