@@ -59,8 +59,10 @@ class PeRFlowScheduler(SchedulerMixin, ConfigMixin):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"PeRFlowScheduler prediction_type={prediction_type!r}; allowed: {list(PREDICTION_TYPES)}")
         if num_time_windows < 1 or not t_clean < t_noise:
-            raise ValueError(f"PeRFlowScheduler needs num_time_windows >= 1 and t_clean < t_noise, got "
-                             f"{num_time_windows}, {t_clean}, {t_noise}")
+            raise ValueError(
+                f"PeRFlowScheduler needs num_time_windows >= 1 and t_clean < t_noise, got "
+                f"{num_time_windows}, {t_clean}, {t_noise}"
+            )
         if trained_betas is not None:
             betas = torch.tensor(trained_betas, dtype=torch.float32)
         elif beta_schedule == "linear":
