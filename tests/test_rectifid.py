@@ -2,6 +2,8 @@
 dLoss/dx_i computed by plain autograd through an unguided trajectory, and a toy identity whose optimum
 is known."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -250,3 +252,88 @@ def test_presets(make_config):
     real = method_spec(make_config("method=rectifid", "model=lcm_dreamshaper"))
     assert real.model["pretrained"] == "hansyan/perflow-sd15-dreamshaper" and real.method["iterations"] == 50
     assert real.method["detector"]["pretrained"] == "google/owlvit-base-patch32" and not real.method["detector"]["tiny"]
+
+
+def test_identity_loss_is_the_written_out_formula():
+    """With a box as large as the crop size no resizing happens, so the loss is the formula on raw pixels."""
+    generator = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, SIZE, SIZE, generator=generator)
+    loss = toy_loss(FixedBoxDetector(Box(10, 20, 42, 52)), cos_weight=100.0, pixel_l1_weight=7.0)
+    reference = toy_reference(loss)
+    crop = image[0, :, 20:52, 10:42]  # [3, 32, 32]
+    mean = crop.mean(dim=(1, 2)) - 0.5
+    target = torch.tensor([round(255 * c) / 255 for c in TARGET]) - 0.5  # the PNG-like 8-bit reference
+    cosine = float(mean @ target / (mean.norm() * target.norm()))
+    l1 = float((crop - (target + 0.5).view(3, 1, 1)).abs().mean())
+    result = loss(image, reference)
+    assert result.total.item() == pytest.approx(100 * (1 - cosine) + 7.0 * l1, rel=1e-5)
+    assert (result.identity, result.pixel) == pytest.approx((100 * (1 - cosine), 7.0 * l1), rel=1e-5)
+
+
+def test_owlvit_box_is_the_top_score_in_pixels():
+    from monkey.baselines.rectifid.detector import OwlVitDetector
+
+    detector = OwlVitDetector.__new__(OwlVitDetector)  # only the box maths, no weights
+    detector.threshold = 0.4
+    logits = torch.tensor([[[-2.0], [1.0], [0.0]]])  # [1, N=3, Q=1]; sigmoid(1.0) = 0.73 wins
+    boxes = torch.tensor([[[0.1, 0.1, 0.1, 0.1], [0.5, 0.5, 0.5, 0.5], [0.9, 0.9, 0.1, 0.1]]])  # cx, cy, w, h
+    box = detector.best(logits, boxes, 100, 200)
+    assert (box.as_list(), box.score) == ([25, 50, 75, 150], pytest.approx(0.7310586))
+    detector.threshold = 0.8
+    assert detector.best(logits, boxes, 100, 200) is None  # below the threshold: nothing detected
+    detector.threshold = 0.0
+    assert (
+        detector.best(logits, torch.tensor([[[0, 0, 0.5, 0.5], [1.2, 0.5, 0.2, 0.2], [0, 0, 1, 1]]]), 100, 200) is None
+    )
+
+
+class LinearSampler:
+    """x -> gain_i * x + offset per step, decode = identity: every gradient is known in closed form."""
+
+    gains = (0.9, 0.8, 1.1, 0.7)
+    pipe = SimpleNamespace(scheduler=None)
+
+    def timesteps(self, device):
+        return torch.arange(4)
+
+    def step(self, x, t, offset):
+        return self.gains[int(t)] * x + offset
+
+    def decode(self, x):
+        return x
+
+
+def test_several_iterations_follow_the_anchored_recursion():
+    """Three iterations on a linear sampler with L = |x_4 - target|^2 / 2 against the recursion written
+    in RectifID's own form: x_{i+1} = A_i + (r_i - R_i) + f (P_i - R_i), P_i = r_i - lr * clip(g_i),
+    g_i = dL/dx_i = prod(gains[i:]) * (x_4 - target)."""
+    generator = torch.Generator().manual_seed(5)
+    noise, offset, target = (torch.randn(1, 2, 3, 3, generator=generator, dtype=torch.float64) for _ in range(3))
+    sampler, lr, clip, f, iterations = LinearSampler(), 0.7, 1.5, 0.9, 3
+
+    def loss_fn(image):
+        total = 0.5 * ((image - target) ** 2).sum()
+        return SimpleNamespace(total=total, identity=0.0, pixel=float(total), detected=True)
+
+    result = AnchoredGuidance(
+        sampler, GuidanceSettings(iterations=iterations, lr=lr, grad_clip=clip, window_factor=f, autocast=False)
+    ).run(noise, offset, loss_fn)
+
+    anchor, last_raw, params, losses = [None] * 4, [None] * 4, [None] * 4, []
+    for k in range(iterations + 1):
+        x = noise
+        for i in range(4):
+            r = sampler.gains[i] * x + offset
+            if k == 0:
+                anchor[i], last_raw[i], params[i] = r, r, r
+            x = anchor[i] + (r - last_raw[i]) + f * (params[i] - last_raw[i])
+            anchor[i], last_raw[i], params[i] = x, r, r
+        if k == iterations:
+            break
+        losses.append(float(0.5 * ((x - target) ** 2).sum()))
+        for i in range(4):
+            g = torch.tensor(sampler.gains[i:]).prod() * (x - target)
+            params[i] = params[i] - lr * g * min(1.0, clip / float(g.norm()))
+    torch.testing.assert_close(result.latents, x)
+    assert [r.loss for r in result.history] == pytest.approx(losses)
+    assert losses[-1] < losses[0]

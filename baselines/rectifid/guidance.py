@@ -190,10 +190,10 @@ class AnchoredGuidance:
     def checkpointing(self):
         """Gradient checkpointing of the UNet and the VAE for the guided passes only (the pipeline is
         shared with other methods of the process), put back afterwards."""
-        unet, vae = self.sampler.pipe.unet, self.sampler.pipe.vae
         if not self.settings.gradient_checkpointing:
             yield
             return
+        unet, vae = self.sampler.pipe.unet, self.sampler.pipe.vae
         unet.enable_gradient_checkpointing()
         vae.enable_gradient_checkpointing()
         try:
