@@ -313,7 +313,7 @@ def test_several_iterations_follow_the_anchored_recursion():
 
     def loss_fn(image):
         total = 0.5 * ((image - target) ** 2).sum()
-        return SimpleNamespace(total=total, identity=0.0, pixel=float(total), detected=True)
+        return SimpleNamespace(total=total, identity=0.0, pixel=float(total.detach()), detected=True)
 
     result = AnchoredGuidance(
         sampler, GuidanceSettings(iterations=iterations, lr=lr, grad_clip=clip, window_factor=f, autocast=False)
