@@ -9,12 +9,12 @@ image, and the result says so (`detected`).
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monkey.baselines.rectifid.detector import Box, SubjectDetector
 from monkey.baselines.rectifid.embedder import CropEmbedder
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 
 def crop_resized(image: torch.Tensor, box: Box, size: int) -> torch.Tensor:
@@ -66,7 +66,9 @@ class IdentityLoss:
         detected = box is not None
         box = box or Box.whole(*photo.size)
         crop = photo.crop((box.left, box.top, box.right, box.bottom))
-        pixels = pil_to_tensor(crop).unsqueeze(0).float().div(255).to(device)  # [1, 3, h, w]
+        pixels = (
+            torch.from_numpy(np.asarray(crop.convert("RGB"))).permute(2, 0, 1)[None].float().div(255).to(device)
+        )  # [1, 3, h, w]
         pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return Reference(pixels, self.embedder.embed(pixels).float(), crop, detected, box)
 

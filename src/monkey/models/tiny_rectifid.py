@@ -3,7 +3,7 @@
 and DINOv2 (`facebook/dinov2-base`: config.json, model.safetensors). The detector and embedder load
 them through the same `from_pretrained` calls as the real ones, offline. Their outputs mean nothing.
 
-`config_only=False` writes the real architectures' shapes instead (random weights), for the GPU
+`full_size=True` writes the real architectures' shapes instead (random weights), for the GPU
 check that has no network.
 """
 
@@ -81,12 +81,12 @@ def write_dinov2(folder: Path, spec: dict[str, Any]) -> None:
     Dinov2Model(Dinov2Config(**spec["config"])).save_pretrained(folder, safe_serialization=True)
 
 
-def materialize_owlvit(seed: int = 0, config_only: bool = True) -> Path:
-    """Write the tiny (or, with config_only=False, full-size random) OWL-ViT once; return its folder."""
+def materialize_owlvit(seed: int = 0, full_size: bool = False) -> Path:
+    """Write the tiny (or, with full_size, the base-patch32-sized random) OWL-ViT once; return its folder."""
     spec = {
         "seed": seed,
         "words": tokenizer_words(),
-        **(TINY_OWLVIT if config_only else {"text": {}, "vision": {}, "projection_dim": 512}),
+        **(TINY_OWLVIT if not full_size else {"text": {}, "vision": {}, "projection_dim": 512}),
         "lib": transformers.__version__.split(".")[0],
     }
     root = cache_dir() / "tiny" / f"owlvit-{stable_hash(spec)}"
@@ -94,9 +94,9 @@ def materialize_owlvit(seed: int = 0, config_only: bool = True) -> Path:
     return root / "model"
 
 
-def materialize_dinov2(seed: int = 0, config_only: bool = True) -> Path:
+def materialize_dinov2(seed: int = 0, full_size: bool = False) -> Path:
     """Write the tiny (or full-size ViT-B/14 random) DINOv2 once; return its folder."""
-    spec = {"seed": seed, "config": TINY_DINOV2 if config_only else {}, "lib": transformers.__version__.split(".")[0]}
+    spec = {"seed": seed, "config": {} if full_size else TINY_DINOV2, "lib": transformers.__version__.split(".")[0]}
     root = cache_dir() / "tiny" / f"dinov2-{stable_hash(spec)}"
     write_once(root, lambda folder: write_dinov2(folder / "model", spec))
     return root / "model"
