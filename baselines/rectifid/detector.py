@@ -90,6 +90,12 @@ class OwlVitDetector(SubjectDetector):
             ) from err
         self.model.requires_grad_(False)
 
+    def inputs(self, **kwargs) -> dict[str, torch.Tensor]:
+        """The processor's tensors on the model's device, pixels in the model's dtype."""
+        dtype = next(self.model.parameters()).dtype
+        batch = self.processor(return_tensors="pt", **kwargs)
+        return {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
+
     def best(self, logits: torch.Tensor, boxes: torch.Tensor, width: int, height: int) -> Box | None:
         """logits [1, N, Q], boxes [1, N, 4] (cx, cy, w, h relative to the resized image)."""
         scores = logits[0].max(dim=-1).values.sigmoid()  # [N]
@@ -103,13 +109,13 @@ class OwlVitDetector(SubjectDetector):
 
     @torch.no_grad()
     def find_by_text(self, image: Image.Image, text: str) -> Box | None:
-        inputs = self.processor(text=[[text]], images=image, return_tensors="pt").to(self.device)
+        inputs = self.inputs(text=[[text]], images=image)
         outputs = self.model(**inputs)
         return self.best(outputs.logits.float(), outputs.pred_boxes.float(), *image.size)
 
     @torch.no_grad()
     def find_like(self, image: torch.Tensor, query: Image.Image) -> Box | None:
         pixels = to_uint8(image)
-        inputs = self.processor(images=pixels, query_images=query, return_tensors="pt").to(self.device)
+        inputs = self.inputs(images=pixels, query_images=query)
         outputs = self.model.image_guided_detection(**inputs)
         return self.best(outputs.logits.float(), outputs.target_pred_boxes.float(), pixels.shape[1], pixels.shape[0])

@@ -67,7 +67,7 @@ class IdentityLoss:
         box = box or Box.whole(*photo.size)
         crop = photo.crop((box.left, box.top, box.right, box.bottom))
         pixels = (
-            torch.from_numpy(np.asarray(crop.convert("RGB"))).permute(2, 0, 1)[None].float().div(255).to(device)
+            torch.from_numpy(np.array(crop.convert("RGB"))).permute(2, 0, 1)[None].float().div(255).to(device)
         )  # [1, 3, h, w]
         pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return Reference(pixels, self.embedder.embed(pixels).float(), crop, detected, box)
