@@ -38,5 +38,7 @@ def test_rectifid_runs_beside_monkey_and_reaches_table1(tmp_path):
     table = pd.read_csv(report / "table1.csv")
     assert {"monkey", "rectifid"} <= set(table["variant"])
     comparison = pd.read_csv(report / "paper_comparison.csv")
-    assert "RectifID" in comparison.astype(str).to_numpy().ravel().tolist()
+    ours = comparison[comparison["paper_method"] == "RectifID"]
+    assert set(ours["variant"]) == {"rectifid"} and (ours["n"] == 1).all() and ours["ours"].notna().all()
+    assert set(ours["metric"]) == {"clip_t", "dino", "clip_i"}
     assert "RectifID" in (report / "paper_comparison.md").read_text()
