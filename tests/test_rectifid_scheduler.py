@@ -99,3 +99,15 @@ def test_tiny_perflow_profile_loads_through_from_pretrained():
     assert isinstance(pipe, diffusers.StableDiffusionPipeline)
     assert isinstance(pipe.scheduler, PeRFlowScheduler)
     assert pipe.scheduler.config.num_time_windows == 4 and pipe.unet.config.layers_per_block == 2
+
+
+def test_profile_scheduler_names_a_diffusers_class_or_a_dotted_path():
+    from monkey.errors import ConfigError
+    from monkey.models.profiles import scheduler_class_named
+
+    assert scheduler_class_named("DDIMScheduler") is diffusers.DDIMScheduler
+    assert scheduler_class_named("monkey.baselines.rectifid.scheduler.PeRFlowScheduler") is PeRFlowScheduler
+    with pytest.raises(ConfigError, match="model.scheduler='monkey.nowhere.Scheduler' cannot be imported"):
+        scheduler_class_named("monkey.nowhere.Scheduler")
+    with pytest.raises(ConfigError, match="model.scheduler='NoSuchScheduler' is not a diffusers scheduler class"):
+        scheduler_class_named("NoSuchScheduler")
