@@ -107,7 +107,7 @@ def test_profile_scheduler_names_a_diffusers_class_or_a_dotted_path():
 
     assert scheduler_class_named("DDIMScheduler") is diffusers.DDIMScheduler
     assert scheduler_class_named("monkey.baselines.rectifid.scheduler.PeRFlowScheduler") is PeRFlowScheduler
-    with pytest.raises(ConfigError, match="model.scheduler='monkey.nowhere.Scheduler' cannot be imported"):
+    with pytest.raises(ConfigError, match=r"model\.scheduler='monkey\.nowhere\.Scheduler' cannot be imported"):
         scheduler_class_named("monkey.nowhere.Scheduler")
-    with pytest.raises(ConfigError, match="model.scheduler='NoSuchScheduler' is not a diffusers scheduler class"):
+    with pytest.raises(ConfigError, match=r"model\.scheduler='NoSuchScheduler' is not a diffusers scheduler class"):
         scheduler_class_named("NoSuchScheduler")
