@@ -337,3 +337,18 @@ def test_several_iterations_follow_the_anchored_recursion():
     torch.testing.assert_close(result.latents, x)
     assert [r.loss for r in result.history] == pytest.approx(losses)
     assert losses[-1] < losses[0]
+
+
+def test_checkpointing_changes_no_gradient_and_is_put_back(method, request_):
+    noise, embeds = noise_and_embeds(method, request_)
+    loss = toy_loss()
+    reference = toy_reference(loss)
+    runs = {}
+    for checkpointing in (False, True):
+        settings = GuidanceSettings(iterations=1, gradient_checkpointing=checkpointing)
+        runs[checkpointing] = AnchoredGuidance(method.sampler, settings).run(
+            noise, embeds, lambda image: loss(image, reference)
+        )
+    torch.testing.assert_close(runs[True].history[0].grad_norms, runs[False].history[0].grad_norms, rtol=1e-5, atol=0)
+    torch.testing.assert_close(runs[True].latents, runs[False].latents, rtol=1e-5, atol=1e-6)
+    assert not method.pipe.unet.is_gradient_checkpointing and not method.pipe.vae.is_gradient_checkpointing
