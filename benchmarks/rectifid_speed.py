@@ -37,43 +37,49 @@ import torch
 from gpu_rectifid import guided_run
 from monkey.baselines.rectifid.guidance import GuidanceSettings, PeRFlowSampler
 from PIL import Image
-from rectifid_arch import ROOT, identity_loss, perflow_scheduler, sd15_unet
+from rectifid_arch import ROOT, identity_loss, perflow_pipeline, perflow_scheduler, sd15_unet
 
 PROMPT = "dog on top of a wooden floor"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=None, help="default 256 (quick: 64)")
+    parser.add_argument("--quick", action="store_true", help="tiny twins (a smoke test of the script)")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--target-iterations", type=int, default=50)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "rectifid_speed.json")
     args = parser.parse_args()
+    args.size = args.size or (64 if args.quick else 256)
     device, dtype = torch.device("cpu"), torch.float32
     torch.set_flush_denormal(True)
     load_start = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="rectifid-speed-") as folder:
-        print("building the IP-Adapter (LCM SD1.5) and PeRFlow SD1.5 pipelines, random weights ...", flush=True)
-        ip_pipe = build_pipeline(Path(folder), device, dtype)
-    torch.manual_seed(0)
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=ip_pipe.vae,
-        text_encoder=ip_pipe.text_encoder,
-        tokenizer=ip_pipe.tokenizer,
-        unet=sd15_unet().to(device, dtype),
-        scheduler=perflow_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    if args.quick:
+        ip_pipe, pipe, image_embed_dim = tiny_pipelines(device, dtype)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rectifid-speed-") as folder:
+            print("building the IP-Adapter (LCM SD1.5) and PeRFlow SD1.5 pipelines, random weights ...", flush=True)
+            ip_pipe = build_pipeline(Path(folder), device, dtype)
+        torch.manual_seed(0)
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=ip_pipe.vae,
+            text_encoder=ip_pipe.text_encoder,
+            tokenizer=ip_pipe.tokenizer,
+            unet=sd15_unet().to(device, dtype),
+            scheduler=perflow_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        image_embed_dim = 1024
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
-    loss = identity_loss(device, dtype)
+    loss = identity_loss(device, dtype, quick=args.quick)
     sampler = PeRFlowSampler(pipe, num_inference_steps=4, guidance_scale=3.0)
     reference = loss.reference(Image.new("RGB", (512, 512), (180, 120, 60)), "a photo of a dog", device)
     embeds = sampler.text_embeds(PROMPT, device)
     noise = torch.randn((1, 4, args.size // 8, args.size // 8), generator=torch.Generator().manual_seed(0))
-    subject = torch.randn(1, 1, 1024, generator=torch.Generator().manual_seed(2))
+    subject = torch.randn(1, 1, image_embed_dim, generator=torch.Generator().manual_seed(2))
 
     def ip_adapter():
         ip_pipe.set_ip_adapter_scale(1.0)
@@ -134,6 +140,7 @@ def main() -> None:
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "settings": {
             "size": args.size,
+            "quick": args.quick,
             "dtype": "float32",
             "iterations_timed": args.iterations,
             "extrapolated_to": args.target_iterations,
@@ -155,6 +162,22 @@ def main() -> None:
     print(markdown(record))
 
 
+def tiny_pipelines(device: torch.device, dtype: torch.dtype):
+    """The test suite's tiny LCM + IP-Adapter and tiny PeRFlow pipelines (--quick)."""
+    from monkey.models.tiny import IMAGE_EMBED_DIM, materialize_tiny
+
+    paths = materialize_tiny("lcm")
+    ip_pipe = diffusers.LatentConsistencyModelPipeline.from_pretrained(
+        paths.pipeline, safety_checker=None, requires_safety_checker=False
+    )
+    ip_pipe.load_ip_adapter(
+        str(paths.ip_adapter), subfolder="models", weight_name="ip-adapter_sd15.safetensors", image_encoder_folder=None
+    )
+    ip_pipe.to(device, dtype)
+    ip_pipe.set_progress_bar_config(disable=True)
+    return ip_pipe, perflow_pipeline(Path("."), device, dtype, quick=True), IMAGE_EMBED_DIM
+
+
 def markdown(record: dict) -> str:
     s, ip = record["settings"], record["ip_adapter"]
     load = record["load_average"]
@@ -168,7 +191,8 @@ def markdown(record: dict) -> str:
         f"at end {tuple(round(x, 2) for x in load['end'])}: other processes shared the CPU, absolute times are "
         "inflated; the runs were interleaved (IP-Adapter, RectifID, RectifID with checkpointing, IP-Adapter).",
         "",
-        f"Random weights, {s['size']} px, float32. IP-Adapter: {s['ip_adapter']['architecture']}, 8 steps. RectifID: "
+        ("QUICK MODE: tiny twins, the figures mean nothing. " if s["quick"] else "")
+        + f"Random weights, {s['size']} px, float32. IP-Adapter: {s['ip_adapter']['architecture']}, 8 steps. RectifID: "
         f"PeRFlow SD1.5, 4 steps, CFG 3, OWL-ViT B/32 + DINOv2 ViT-B/14. {s['iterations_timed']} guided iterations "
         f"timed; the median iteration is extrapolated to {s['extrapolated_to']} iterations plus the final pass "
         "(the per-subject reference crop left out).",
