@@ -144,6 +144,20 @@ def load_cause(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = re.sub(r"[^.]*(stack ?trace|traceback)[^.]*(\.|$)", "", text, flags=re.IGNORECASE).strip()
     return text or type(err).__name__
+def scheduler_class_named(name: str) -> type:
+    """A diffusers scheduler class by name, or a project scheduler by dotted path
+    (`monkey.baselines.rectifid.scheduler.PeRFlowScheduler`)."""
+    if "." in name:
+        from hydra.utils import get_class
+
+        try:
+            return get_class(name)
+        except (ImportError, ValueError) as err:
+            raise ConfigError(f"model.scheduler={name!r} cannot be imported: {err}") from err
+    scheduler_class = getattr(diffusers, name, None)
+    if scheduler_class is None:
+        raise ConfigError(f"model.scheduler={name!r} is not a diffusers scheduler class (or a dotted path to one)")
+    return scheduler_class
 
 
 _LOADED: dict[str, diffusers.DiffusionPipeline] = {}
@@ -195,9 +209,7 @@ def load_pipeline(
             f"Cause: {load_cause(err)}"
         ) from err
     if profile.scheduler:
-        scheduler_class = getattr(diffusers, profile.scheduler, None)
-        if scheduler_class is None:
-            raise ConfigError(f"model.scheduler={profile.scheduler!r} is not a diffusers scheduler class")
+        scheduler_class = scheduler_class_named(profile.scheduler)
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **dict(profile.scheduler_kwargs))
     if profile.ip_adapter is not None:
         spec = profile.ip_adapter

@@ -97,10 +97,12 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 SCHEDULERS["sd14"] = SCHEDULERS["sd"]  # SD v1.4 ships the same PNDM config; profiles swap in DDIM
+SCHEDULERS["perflow"] = SCHEDULERS["sd"]  # an SD1.5 fine-tune's stock config; the profile swaps in PeRFlow
 PIPELINES = {
     "lcm": "LatentConsistencyModelPipeline",
     "sd": "StableDiffusionPipeline",
     "sd14": "StableDiffusionPipeline",
+    "perflow": "StableDiffusionPipeline",
 }
 # Per-family UNet changes. lcm and sd14 keep SD1.x's transformer-block layout (layers_per_block 2: down 0-5,
 # mid 6, up 7-15), so the 16 attn2 layer names (MONKEY's layer sweep) and block indices (MasaCtrl's start
@@ -109,6 +111,7 @@ UNET_CHANGES: dict[str, dict[str, Any]] = {
     "lcm": {"time_cond_proj_dim": 32, "layers_per_block": 2},
     "sd": {},
     "sd14": {"layers_per_block": 2},
+    "perflow": {"layers_per_block": 2},
 }
 EXTRA_WORDS = ("a", "photo", "of", "the", "character", "in", "on", "with", "and")
 

@@ -1,0 +1,181 @@
+"""RectifID (Sun et al., NeurIPS 2024) in object mode, as a harness Method.
+
+Per item: the subject's reference crop (a text query with its class word, memoised per subject), the
+item's fixed initial noise (drawn from its seed as every method draws it, or `fixed_seed`), then
+anchored classifier guidance (guidance.py) of the 4-step PeRFlow sampler by the identity loss
+(loss.py), and the image of one more pass without gradients. Items are generated one at a time:
+each one is its own optimisation.
+
+Rows record the final image's loss, the iterations run, whether the subject was detected (in the
+reference photo and in the final image) and how many guided passes fell back to the whole image.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from hydra.utils import instantiate
+from monkey.baselines.rectifid.detector import SubjectDetector
+from monkey.baselines.rectifid.embedder import CropEmbedder
+from monkey.baselines.rectifid.guidance import AnchoredGuidance, GuidanceSettings, PeRFlowSampler, window_factors
+from monkey.baselines.rectifid.loss import IdentityLoss, Reference
+from monkey.baselines.rectifid.scheduler import PeRFlowScheduler
+
+from monkey.datasets.base import Source
+from monkey.errors import ConfigError, ModelLoadError
+from monkey.methods.base import GenerationRequest, GenerationResult, Method
+from monkey.models.profiles import Runtime, load_pipeline
+
+NO_DETECTION = ("whole_image", "error")
+
+
+def build_part(config: dict[str, Any], kind: type, key: str, device: torch.device) -> Any:
+    """Instantiate method.<key> (a `_target_` mapping) and check it is a `kind`."""
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise ConfigError(f"method.{key} must be a mapping with a _target_ {kind.__name__} class, got {config!r}")
+    try:
+        part = instantiate(config, device=device)
+    except Exception as err:  # hydra wraps the constructor's error; keep ours when it is one
+        cause = err.__cause__ if isinstance(err.__cause__, ConfigError | ModelLoadError) else None
+        if cause is not None:
+            raise cause from err
+        raise ConfigError(f"method.{key}={config!r} cannot be built: {err}") from err
+    if not isinstance(part, kind):
+        raise ConfigError(f"method.{key}._target_={config['_target_']!r} is not a {kind.__name__}")
+    return part
+
+
+class RectifIDMethod(Method):
+    def __init__(
+        self,
+        name: str,
+        runtime: Runtime,
+        iterations: int = 50,
+        lr: float = 1.0,
+        grad_clip: float = 1.0,
+        window_factor: float | str = 0.95796674,
+        num_inference_steps: int = 4,
+        guidance_scale: float = 3.0,
+        cos_weight: float = 100.0,
+        pixel_l1_weight: float = 1000.0,
+        crop_size: int = 224,
+        reference_query: str = "a photo of a {class_name}",
+        no_detection: str = "whole_image",
+        fixed_seed: int | None = None,
+        gradient_checkpointing: bool = False,
+        autocast: bool = True,
+        detector: dict[str, Any] | None = None,
+        embedder: dict[str, Any] | None = None,
+    ):
+        super().__init__(name, runtime)
+        if iterations < 0 or lr <= 0 or grad_clip <= 0 or crop_size < 1:
+            raise ConfigError(
+                f"method {name}: iterations={iterations} must be >= 0, lr={lr} and grad_clip={grad_clip} > 0, "
+                f"crop_size={crop_size} >= 1"
+            )
+        if no_detection not in NO_DETECTION:
+            raise ConfigError(f"method {name}: no_detection={no_detection!r}; allowed: {list(NO_DETECTION)}")
+        if not (window_factor == "exact" or isinstance(window_factor, int | float)):
+            raise ConfigError(f"method {name}: window_factor={window_factor!r}; allowed: a number or 'exact'")
+        self.settings = GuidanceSettings(
+            iterations=iterations,
+            lr=lr,
+            grad_clip=grad_clip,
+            window_factor=window_factor,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            gradient_checkpointing=gradient_checkpointing,
+            autocast=autocast,
+        )
+        self.reference_query = reference_query
+        self.no_detection = no_detection
+        self.fixed_seed = fixed_seed
+        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        if not isinstance(self.pipe.scheduler, PeRFlowScheduler):
+            raise ConfigError(
+                f"method {name} needs the PeRFlow scheduler (model profile perflow_sd15 or tiny_perflow); "
+                f"model '{runtime.model.name}' has {type(self.pipe.scheduler).__name__}"
+            )
+        for module in (self.pipe.unet, self.pipe.vae, self.pipe.text_encoder):
+            module.requires_grad_(False)  # gradients go to the latents only
+        self.sampler = PeRFlowSampler(self.pipe, num_inference_steps, guidance_scale)
+        window_factors(window_factor, self.pipe.scheduler, len(self.sampler.timesteps(runtime.device)))  # check now
+        self.loss = IdentityLoss(
+            build_part(
+                detector or {"_target_": "monkey.baselines.rectifid.detector.OwlVitDetector"},
+                SubjectDetector,
+                "detector",
+                runtime.device,
+            ),
+            build_part(
+                embedder or {"_target_": "monkey.baselines.rectifid.embedder.Dinov2Embedder"},
+                CropEmbedder,
+                "embedder",
+                runtime.device,
+            ),
+            cos_weight=cos_weight,
+            pixel_l1_weight=pixel_l1_weight,
+            size=crop_size,
+        )
+        self.references: dict[str, Reference] = {}
+
+    def reference_for(self, source: Source) -> Reference:
+        if source.source_id not in self.references:
+            text = self.reference_query.format(class_name=source.class_name, subject_word=source.subject_word)
+            reference = self.loss.reference(source.load_image(), text, self.runtime.device)
+            if not reference.detected and self.no_detection == "error":
+                raise ConfigError(f"method {self.name}: no '{text}' box in the subject image {source.image_path}")
+            self.references = {source.source_id: reference}  # plan order keeps a subject's items together
+        return self.references[source.source_id]
+
+    def initial_noise(self, request: GenerationRequest) -> torch.Tensor:
+        """[1, 4, H/8, W/8] from the item's seed on the CPU generator, as the pipelines draw it."""
+        seed = request.seed if self.fixed_seed is None else self.fixed_seed
+        scale = self.pipe.vae_scale_factor
+        shape = (1, self.pipe.unet.config.in_channels, request.height // scale, request.width // scale)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = randn_tensor(shape, generator=generator, device=self.runtime.device, dtype=self.pipe.unet.dtype)
+        return noise * self.pipe.scheduler.init_noise_sigma
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return [self.generate_one(request) for request in requests]
+
+    def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        reference = self.reference_for(request.item.source)
+        embeds = self.sampler.text_embeds(request.prompt, self.runtime.device)
+        noise = self.initial_noise(request)
+        fallbacks = 0
+
+        def loss_fn(image: torch.Tensor):
+            nonlocal fallbacks
+            result = self.loss(image, reference)
+            if not result.detected:
+                if self.no_detection == "error":
+                    raise ConfigError(f"method {self.name}: item {request.item.item_id}: no subject box found")
+                fallbacks += 1
+            return result
+
+        guided = AnchoredGuidance(self.sampler, self.settings).run(noise, embeds, loss_fn)
+        with torch.no_grad():
+            image = self.sampler.decode(guided.latents)  # [1, 3, H, W] in [0, 1]
+            final = self.loss(image.float(), reference)
+        if not final.detected and self.no_detection == "error":
+            raise ConfigError(f"method {self.name}: item {request.item.item_id}: no subject box in the final image")
+        pil = self.pipe.image_processor.postprocess(image * 2 - 1, output_type="pil")[0]
+        info = {
+            "final_loss": float(final.total),
+            "final_identity_loss": final.identity,
+            "final_pixel_loss": final.pixel,
+            "first_loss": guided.history[0].loss if guided.history else None,
+            "iterations": len(guided.history),
+            "subject_detected": final.detected,
+            "subject_box": final.box.as_list(),
+            "no_detection_fallbacks": fallbacks,  # guided passes that used the whole image as the box
+            "reference_detected": reference.detected,
+            "reference_box": reference.box.as_list(),
+            "noise_seed": request.seed if self.fixed_seed is None else self.fixed_seed,
+        }
+        if not final.detected or fallbacks or not reference.detected:
+            info["no_detection"] = self.no_detection
+        return GenerationResult(image=pil, info=info)
