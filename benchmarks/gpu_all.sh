@@ -27,5 +27,5 @@ cp results/benchmarks/gpu_throughput.json "$out/records/" 2>/dev/null  # its CPU
 run 270 gpu_throughput python3 benchmarks/gpu_throughput.py --budget-s 240 --out "$out/records"
 run 90 gpu_rectifid python3 benchmarks/gpu_rectifid.py --out "$out/records"
 run 120 gpu_tf_ti2i python3 benchmarks/gpu_tf_ti2i.py --out "$out/records"
-run 15 gpu_freegraftor python3 benchmarks/gpu_freegraftor.py --out "$out/records"
+run 60 gpu_freegraftor python3 benchmarks/gpu_freegraftor.py --out "$out/records"
 tar -C "$out" -cf "$out/records.tar" records && rm -rf "$out/records"
