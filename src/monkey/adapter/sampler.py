@@ -151,7 +151,7 @@ class MonkeySampler:
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
         steps = tuple(sorted(steps)) if steps is not None else s.capture_steps
-        recorder = AttentionRecorder(layers or s.layers, steps, timed=timed)
+        recorder = AttentionRecorder(layers or s.layers, steps, timed=timed, attention_scale=s.attention_scale)
 
         def plan(step: int) -> StepPlan:
             return StepPlan(ip_scale=s.initial_scale, record=step in steps)
@@ -202,7 +202,7 @@ class MonkeySampler:
     # ---- pass 2 ---------------------------------------------------------------------------
     def final_plan(self, step: int) -> StepPlan:
         s = self.settings
-        return StepPlan(ip_scale=s.ip_scale if step in s.ip_steps else 0.0, masked=step in s.mask_steps)
+        return StepPlan(ip_scale=s.ip_scale if s.adapted(step) else 0.0, masked=s.masked(step))
 
     def mask_free_steps(self) -> int:
         """How many leading pass-2 steps do not depend on the mask (at most all but the last step)."""

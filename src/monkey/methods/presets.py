@@ -44,7 +44,7 @@ PROMPT_FORMS: dict[str, str | None] = {
 CAPTION_FORMS = ("caption_location",)
 # Keys of a method config that choose how it is set up rather than being passed to its class.
 SPEC_KEYS = ("model", "model_overrides", "paper")
-PAPER_KEYS = {"prompt", "size", "seeded", "clip_t_prompt", "set", "note"}
+PAPER_KEYS = {"prompt", "size", "seeded", "seed", "clip_t_prompt", "set", "note"}
 
 
 def format_prompt(form: str, item: WorkItem, caption: Callable[[Source], str]) -> str:
@@ -98,6 +98,7 @@ class MethodSpec:
     width: int
     seeded: bool  # False: a fresh random seed per image, recorded in the row (a paper choice)
     clip_t_prompt_form: str | None = None  # paper preset: the text the paper scored CLIP-T against
+    fixed_seed: int | None = None  # paper preset `seed:`: every item gets this one seed (MONKEY's reference: 123)
 
     def describe(self) -> dict[str, Any]:
         """The preset's part of the config hash."""
@@ -107,9 +108,12 @@ class MethodSpec:
             "seeded": self.seeded,
             "model_source": self.model_source,
             "clip_t_prompt_form": self.clip_t_prompt_form,
+            **({"fixed_seed": self.fixed_seed} if self.fixed_seed is not None else {}),
         }
 
     def seed_for(self, item: WorkItem) -> int:
+        if self.fixed_seed is not None:
+            return self.fixed_seed
         return item.seed if self.seeded else secrets.randbelow(2**31)
 
 
@@ -128,7 +132,7 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
     else:
         model = to_plain(OmegaConf.merge(model_profile_config(own_model), model_overrides))
         model_source = own_model
-    settings = {"prompt": "plan", "size": None, "seeded": True, "clip_t_prompt": None}
+    settings = {"prompt": "plan", "size": None, "seeded": True, "seed": None, "clip_t_prompt": None}
     if preset == "paper":
         if paper is None:
             log.warning("method %s has no `paper:` block: preset=paper runs it with the fair settings", name)
@@ -148,6 +152,7 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
         width=int(width),
         seeded=bool(settings["seeded"]),
         clip_t_prompt_form=settings["clip_t_prompt"],
+        fixed_seed=None if settings["seed"] is None else int(settings["seed"]),
     )
 
 
@@ -167,4 +172,9 @@ def paper_settings(name: str, paper: dict[str, Any], method: dict[str, Any]) -> 
     not_knobs = sorted(set(paper.get("set") or {}) - set(method))
     if not_knobs:
         raise ConfigError(f"method {name}: paper.set names {not_knobs}, which are not knobs of the method")
-    return {key: paper[key] for key in ("prompt", "size", "seeded", "clip_t_prompt") if key in paper}
+    seed = paper.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(
+            f"method {name}: paper.seed={seed!r} must be a non-negative integer (one seed for every item)"
+        )
+    return {key: paper[key] for key in ("prompt", "size", "seeded", "seed", "clip_t_prompt") if key in paper}
