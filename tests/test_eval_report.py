@@ -119,7 +119,8 @@ def test_paper_comparison_lists_every_paper_row_with_differences():
         }
     )
     names = {"ip_adapter_1.0": "IP-Adapter (base)", "monkey": "MONKEY"}
-    comparison = paper_comparison(hand_summary(), paper, names, {"clip_t": "clip_t", "dino": "dino", "clip_i": "clip_i"})
+    metrics = {"clip_t": "clip_t", "dino": "dino", "clip_i": "clip_i"}
+    comparison = paper_comparison(hand_summary(), paper, names, metrics)
     row = comparison.set_index(["paper_method", "metric"]).loc[("MONKEY", "dino")]
     assert row["variant"] == "monkey" and row["diff"] == pytest.approx(0.50 - 0.529)
     rectifid = comparison[comparison["paper_method"] == "RectifID"]
