@@ -28,7 +28,7 @@ from monkey.eval.backbones import BackboneSpec, backbone_specs, load_backbone
 from monkey.eval.report import build_report, metrics_paragraph
 from monkey.eval.score_store import ScoreSet
 from monkey.eval.scoring import evaluate_run
-from monkey.eval.tables import paper_comparison, pareto_membership, without_preset
+from monkey.eval.tables import DEFAULT_PAPER_METRICS, paper_comparison, pareto_membership, without_preset
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -174,6 +174,7 @@ def test_paper_comparison_uses_image_means_paper_rows_and_dino_v1(all_images_run
         )
         > 1e-6
     )
+    assert to_plain(eval_cfg.report.paper_metrics) == DEFAULT_PAPER_METRICS  # config and code agree
     paper_dino = {"MONKEY": 0.529, "IP-Adapter (base)": 0.621}  # results/paper/table1.csv, DreamBooth
     by_metric = comparison.set_index(["paper_method", "metric"])
     for method, number in paper_dino.items():
