@@ -229,6 +229,35 @@ def metrics_paragraph(specs: list[BackboneSpec], level: str) -> list[str]:
     return lines
 
 
+# MONKEY's knobs where the paper's text and its reference code differ (README "Presets")
+MONKEY_FLAGS = ("paper_bug_final_all_steps", "attention_scale", "threshold_rule", "combine", "initial_scale")
+
+
+def effective(row: pd.Series, key: str) -> Any:
+    """A method knob as the job ran it: the `paper:` block's `set` value under preset=paper, else the knob."""
+    under_paper = row.get("cfg.preset") == "paper" and pd.notna(row.get(f"cfg.method.paper.set.{key}"))
+    return row.get(f"cfg.method.paper.set.{key}") if under_paper else row.get(f"cfg.method.{key}")
+
+
+def monkey_variants(scores: pd.DataFrame) -> list[str]:
+    """Which MONKEY each variant ran: the image scored (masked on mask_steps, or the reference code's
+    all-steps image) and the knobs where the paper's text and code differ."""
+    if "cfg.method.paper_bug_final_all_steps" not in scores:
+        return []
+    rows = scores.drop_duplicates("variant")
+    rows = rows[rows["cfg.method.paper_bug_final_all_steps"].notna()]
+    if rows.empty:
+        return []
+    lines = ["## MONKEY variants", "", "| variant | preset | image scored | " + " | ".join(MONKEY_FLAGS[1:]) + " |"]
+    lines.append("|---" * (3 + len(MONKEY_FLAGS) - 1) + "|")
+    for _, row in rows.iterrows():
+        all_steps = bool(effective(row, "paper_bug_final_all_steps"))
+        image = "adapter and mask on every step (reference code)" if all_steps else "masked on `mask_steps` (text)"
+        knobs = [str(effective(row, key)) for key in MONKEY_FLAGS[1:]]
+        lines.append(f"| {row['variant']} | {row.get('cfg.preset', 'fair')} | {image} | " + " | ".join(knobs) + " |")
+    return [*lines, ""]
+
+
 def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
     specs = backbone_specs(to_plain(eval_cfg.backbones))
     lines = [
@@ -249,6 +278,7 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         "DINOv2 (`dino`, the paper's text) is shown beside it.",
         "",
         comparison_md,
+        *monkey_variants(report.scores),
         "## Pareto plots",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],

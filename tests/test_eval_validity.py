@@ -123,7 +123,12 @@ def all_images_run(tmp_path_factory):
         fake_generate(run_dir, items, method, prompt_suffix="" if preset == "fair" else " ")
         hydra_dir = run_dir / ".hydra" / "shard-0-of-1"
         hydra_dir.mkdir(parents=True)
-        config = {"preset": preset, "method": {"name": method}, "dataset": OmegaConf.to_container(dataset)}
+        knobs = {"paper_bug_final_all_steps": False, "paper": {"set": {"paper_bug_final_all_steps": True}}}
+        config = {
+            "preset": preset,
+            "method": {"name": method, **(knobs if method == "monkey" else {})},
+            "dataset": OmegaConf.to_container(dataset),
+        }
         OmegaConf.save(OmegaConf.create(config), hydra_dir / "config.yaml")
     return experiment, dataset, items
 
@@ -185,6 +190,9 @@ def test_paper_comparison_uses_image_means_paper_rows_and_dino_v1(all_images_run
         "DINO v1 [vit_small_patch16_224.dino, 224 px]" in text and "[vit_base_patch14_dinov2.lvd142m, 224 px]" in text
     )
     assert "monkey (preset=paper) (paper)" in text
+    page = (tmp_path / "report" / "report.md").read_text()  # says which MONKEY image each preset scored
+    assert "| monkey (preset=paper) | paper | adapter and mask on every step (reference code) |" in page
+    assert "| monkey (preset=fair) | fair | masked on `mask_steps` (text) |" in page
 
 
 def test_variants_pair_with_their_fair_twin():
