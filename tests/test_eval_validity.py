@@ -282,3 +282,22 @@ def test_paper_experiments_run_every_method_under_both_presets(experiment):
     params = cfg.hydra.sweeper.params
     assert sorted(str(params["preset"]).split(",")) == ["fair", "paper"]
     assert "monkey" in str(params["method"]).split(",")
+
+
+def test_one_subject_has_no_interval_and_still_plots(tmp_path):
+    from monkey.eval.plots import pareto_plot
+
+    scores = pd.DataFrame(
+        {
+            "variant": ["a"] * 3 + ["b"] * 3,
+            "method": ["a"] * 3 + ["b"] * 3,
+            "dataset": "d",
+            "subject": "only",
+            "clip_t": [0.30, 0.32, 0.31, 0.25, 0.26, 0.27],
+            "clip_i": [0.60, 0.62, 0.61, 0.70, 0.72, 0.71],
+        }
+    )
+    summary = summarize(scores, ["clip_t", "clip_i"], samples=50, seed=0)
+    assert summary["ci_low"].isna().all() and summary["ci_high"].isna().all()  # nothing to resample
+    paths = pareto_plot(summary, "d", "clip_t", "clip_i", tmp_path / "pareto", [], {}, None, "image")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
