@@ -4,8 +4,7 @@ the pass-1 cache key against everything that changes a map.
 Each test checks against an independent computation written out here (a hand softmax, the stock
 pipeline, hand-thresholded maps). Planted bugs each test was seen to catch (then reverted):
 - `attention_scale=none` still multiplying by attn.scale (capture.py)       -> test_unscaled_map...
-- union thresholding with `>` under `threshold_rule=ge` (masks.py)          -> test_threshold_rules...
-- an empty mask passed on unflagged (masks.py, the `not mask.any()` check)   -> test_threshold_rules...
+- (threshold rules and empty masks: tests/test_monkey_mask_rules.py)
 - `paper_bug_final_all_steps` ignored in the sampler's step plan             -> test_all_steps_flag...
 - pass 1 run at a fixed scale instead of `initial_scale`                     -> test_initial_scale...
 - `attention_scale`, CAPTURE_FORMAT or the capture-code digest left out of
@@ -20,7 +19,6 @@ from monkey_helpers import PAPER_LAYER, make_batch, settings, stock_latents
 
 from monkey.adapter import sharing
 from monkey.adapter.capture import map_key
-from monkey.adapter.masks import DegenerateMaskError, extract_mask
 from monkey.adapter.sampler import MonkeySampler
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, ShareSettings
@@ -29,7 +27,6 @@ from monkey.methods.presets import method_spec
 from monkey.runner import plan_from_config
 
 PROMPTS, SEEDS = ["dog in the snow", "dog on the beach"], [3, 4]
-LAYER = "attn2"
 
 
 def hand_probs(attn: Attention, hidden: torch.Tensor, ip_tokens: torch.Tensor, scale: float) -> torch.Tensor:
@@ -75,52 +72,6 @@ def test_unscaled_map_is_the_softmax_without_one_over_sqrt_d(tiny_pipe):
     assert (sharp - soft).abs().max() > 1e-3  # the temperature matters on these inputs
     with pytest.raises(ConfigError, match=r"method.attention_scale='half'.*\['sdpa', 'none'\]"):
         MonkeySettings(attention_scale="half")
-
-
-def record_of(maps: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A record whose token-1 maps at steps 1, 2, ... are `maps` (other tokens zero)."""
-    record = {}
-    for step, values in enumerate(maps, start=1):
-        grid = torch.zeros(*values.shape, 4)
-        grid[..., 1] = values
-        record[map_key(LAYER, step)] = grid
-    return record
-
-
-@pytest.mark.parametrize("combine", ["mean", "union"])
-def test_threshold_rules_keep_the_cells_the_reference_code_keeps_and_flag_empty_masks(combine):
-    # already normalised (min 0, max 1), so both rules see exactly these values
-    first = torch.tensor([[0.0, 0.5, 1.0], [0.25, 0.75, 0.5]])
-    second = torch.tensor([[1.0, 0.0, 0.25], [0.5, 0.0, 0.0]])
-    maps = [first] if combine == "mean" else [first, second]
-    steps = [1] if combine == "mean" else [1, 2]
-
-    def mask(rule: str, threshold: float, **knobs) -> torch.Tensor:
-        config = MonkeySettings(
-            layers=[LAYER], capture_steps=steps, combine=combine, threshold=threshold, threshold_rule=rule, **knobs
-        )
-        return extract_mask(record_of(maps), config)
-
-    # by hand: a cell is kept when any step's normalised value passes (one step for mean)
-    for rule, passes in (("gt", lambda v: v > 0.5), ("ge", lambda v: v >= 0.5)):
-        expected = torch.zeros(2, 3)
-        for values in maps:
-            expected = torch.maximum(expected, passes(values).float())
-        got = mask(rule, 0.5)
-        assert torch.equal(got.mask, expected), rule
-        assert not got.degenerate and got.info()["mask_area"] == pytest.approx(float(expected.mean()), abs=1e-6)
-    # threshold 1: `ge` keeps the top cell(s) as the reference code does; `gt` keeps none -> flagged
-    top = torch.zeros(2, 3)
-    for values in maps:
-        top = torch.maximum(top, (values == 1.0).float())
-    assert torch.equal(mask("ge", 1.0).mask, top)
-    empty = mask("gt", 1.0)
-    assert empty.degenerate and empty.fallback == "full" and torch.equal(empty.mask, torch.ones(2, 3))
-    assert empty.info()["mask_degenerate_reason"] == "empty"
-    with pytest.raises(DegenerateMaskError, match=r"keeps no cell at threshold 1\.0"):
-        mask("gt", 1.0, degenerate="error")
-    with pytest.raises(ConfigError, match=r"method.threshold_rule='>='"):
-        MonkeySettings(threshold_rule=">=")
 
 
 def test_all_steps_flag_puts_adapter_and_mask_on_every_final_step(tiny_pipe):

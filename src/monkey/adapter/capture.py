@@ -19,16 +19,12 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
 
+from monkey.adapter.masks import map_key  # the pass-1 record format lives in masks.py
 from monkey.errors import ConfigError
 
 # Bump when anything about how a recorded map is computed changes (it salts the pass-1 cache key,
 # together with a digest of this module's source, so maps of older code are never served).
 CAPTURE_FORMAT = 2
-
-
-def map_key(layer: str, step: int) -> str:
-    """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict)."""
-    return f"{layer}@{step}"
 
 
 class AttentionRecorder:

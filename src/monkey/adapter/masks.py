@@ -15,12 +15,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from monkey.adapter.capture import map_key
 from monkey.adapter.settings import MonkeySettings
 from monkey.errors import MonkeyError
 
 # A map whose max - min is below this (probabilities in [0, 1]) carries no spatial information.
 DEGENERATE_SPAN = 1e-6
+
+
+def map_key(layer: str, step: int) -> str:
+    """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict). Defined here, not in
+    capture.py, so mask extraction imports without diffusers."""
+    return f"{layer}@{step}"
 
 
 class DegenerateMaskError(MonkeyError):
