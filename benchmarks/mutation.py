@@ -4,12 +4,15 @@ mutmut (2.x, `pip install "mutmut<3"`) edits one source file at a time in place,
 tests against each mutant, and puts the file back. Surviving mutants are changes no test notices:
 each is either a test to write or an equivalent mutant (same behaviour), said so in the record.
 
-    python benchmarks/mutation.py                       # the default targets, about 30 min on 2 cores
+    python benchmarks/mutation.py                       # the default targets (hours on 2 shared cores)
     python benchmarks/mutation.py --target masks        # one target
     python benchmarks/mutation.py --summarize-only      # rewrite the record from .mutmut-cache
 
-Writes results/mutation/mutmut.json and .md: per file the mutants killed, survived, timed out, and each
-survivor's diff. Run it in a clean checkout: it edits the source files while it runs (and restores them).
+Writes results/mutation/<name>.json and .md (`--name`, default mutmut): per file the mutants killed,
+survived, timed out, not reached (`untested`: the run was time-boxed), and each survivor's diff. Run it
+in a clean checkout: it edits the source files while it runs (and restores them; a killed run may leave
+a mutant in place, so `git diff` after one). To run it beside your work, run it in a copy of the tree
+whose editable install points at the copy.
 """
 
 import argparse
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--summarize-only", action="store_true", help="write the record from .mutmut-cache")
     parser.add_argument("--runs", type=Path, help="a JSON list of earlier runs to put in the record")
     parser.add_argument("--notes", type=Path, help='JSON {"file:line": note} explaining survivors')
+    parser.add_argument("--name", default="mutmut", help="record stem: results/mutation/<name>.json and .md")
     parser.add_argument("--context", default="", help="a sentence for the record (machine load, what was left out)")
     args = parser.parse_args()
     runs = json.loads(args.runs.read_text()) if args.runs else []
@@ -170,8 +174,8 @@ def main() -> None:
         runs += [run_target(name) for name in args.target or DEFAULT_TARGETS]
     notes = json.loads(args.notes.read_text()) if args.notes else {}
     record = summarize(runs, notes)
-    atomic_write_json(OUT / "mutmut.json", record)
-    atomic_write_bytes(OUT / "mutmut.md", markdown(record, args.context).encode("utf-8"))
+    atomic_write_json(OUT / f"{args.name}.json", record)
+    atomic_write_bytes(OUT / f"{args.name}.md", markdown(record, args.context).encode("utf-8"))
     print(json.dumps(record["totals"]))
 
 
