@@ -116,8 +116,9 @@ def summarize(runs: list[dict], notes: dict[str, str]) -> dict:
     ]
     totals = {s: sum(c.get(s, 0) for c in per_file.values()) for s in STATUS.values()}
     return {
-        "tool": "mutmut "
-        + subprocess.run([sys.executable, "-m", "mutmut", "version"], capture_output=True, text=True).stdout.strip(),
+        "tool": subprocess.run([sys.executable, "-m", "mutmut", "version"], capture_output=True, text=True)
+        .stdout.strip()
+        .replace("mutmut version", "mutmut"),
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "runs": runs,

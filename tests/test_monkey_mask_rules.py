@@ -60,3 +60,18 @@ def test_threshold_rules_keep_the_cells_the_reference_code_keeps_and_flag_empty_
         mask("gt", 1.0, degenerate="error")
     with pytest.raises(ConfigError, match=r"method.threshold_rule='>='"):
         MonkeySettings(threshold_rule=">=")
+
+
+def test_normalisation_union_map_and_constant_maps_by_hand():
+    """Added after the mutation run (results/mutation/mutmut_masks.md): min-max normalisation, the union's
+    combined map and the constant-map flag, each against values written out here."""
+    raw = [torch.tensor([[0.2, 0.4, 0.6], [0.3, 0.5, 0.2]]), torch.tensor([[0.1, 0.1, 0.3], [0.5, 0.2, 0.1]])]
+    config = MonkeySettings(layers=[LAYER], capture_steps=[1, 2], combine="union", threshold=0.5)
+    got = extract_mask(record_of(raw), config)
+    normalised = [(m - m.min()) / (m.max() - m.min()) for m in raw]
+    torch.testing.assert_close(got.attention, torch.maximum(*normalised), atol=1e-6, rtol=0)
+    assert torch.equal(got.mask, ((normalised[0] > 0.5) | (normalised[1] > 0.5)).float())
+    constant = extract_mask(record_of([torch.full((2, 3), 0.3)]), MonkeySettings(layers=[LAYER], capture_steps=[1]))
+    assert constant.degenerate and constant.info()["mask_degenerate_reason"] == "constant"
+    tiny_span = torch.tensor([[0.3, 0.3 + 5e-7, 0.3], [0.3, 0.3, 0.3]])  # span below DEGENERATE_SPAN (1e-6)
+    assert extract_mask(record_of([tiny_span]), MonkeySettings(layers=[LAYER], capture_steps=[1])).degenerate
