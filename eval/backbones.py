@@ -96,6 +96,12 @@ class Backbone(ABC):
     def has_text(self) -> bool:
         return self.spec.text_metric is not None
 
+    def describe_transform(self) -> list[str]:
+        """The preprocessing steps this backbone runs, as text (eval_config.json's `transforms`)."""
+        transform = getattr(self, "transform", None)
+        steps = getattr(transform, "transforms", [transform])
+        return [getattr(step, "__name__", None) or " ".join(repr(step).split()) for step in steps]
+
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB image -> normalised pixels [3, H, W]."""

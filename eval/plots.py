@@ -44,7 +44,9 @@ def pareto_plot(
     """Write <out_stem>.png and .pdf; return their paths (none when the dataset lacks either metric)."""
     rows = summary[(summary["dataset"] == dataset) & (summary["level"] == level)]
     table = {
-        name: rows.pivot_table(index="variant", columns="metric", values=name) for name in ("mean", "ci_low", "ci_high")
+        # dropna=False: a dataset of one subject has no interval (all NaN), which must not drop the column
+        name: rows.pivot_table(index="variant", columns="metric", values=name, dropna=False)
+        for name in ("mean", "ci_low", "ci_high")
     }
     if x not in table["mean"] or y not in table["mean"]:
         return []

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 from monkey.eval.aggregate import metric_columns, summarize
-from monkey.eval.backbones import backbone_specs
+from monkey.eval.backbones import BackboneSpec, backbone_specs
 from monkey.eval.collect import collect_scores, find_run_dirs, run_config
 from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
@@ -31,7 +31,7 @@ from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
 from monkey.eval.sweep import Sweep, build_sweep, sweep_section, write_sweep
 from monkey.eval.tables import (
-    PAPER_COLUMNS,
+    DEFAULT_PAPER_METRICS,
     comparison_markdown,
     ordered_datasets,
     paper_comparison,
@@ -142,10 +142,10 @@ def build_report(
     write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels))
 
     paper = read_paper_table(paper_table_path(settings.get("paper_table")))
-    paper_metrics = [m for m in PAPER_COLUMNS[2:] if m in metrics]  # the paper's columns, at its level
-    comparison = paper_comparison(summary, paper, settings["paper_names"], paper_metrics, "image")
+    paper_metrics = {m: c for m, c in (settings.get("paper_metrics") or DEFAULT_PAPER_METRICS).items() if m in metrics}
+    comparison = paper_comparison(summary, paper, settings["paper_names"], paper_metrics)  # always image means
     write_frame(out_dir / "paper_comparison.csv", comparison)
-    comparison_md = comparison_markdown(comparison, paper_metrics, labels)
+    comparison_md = comparison_markdown(comparison, backbone_labels(specs, labels))
     write_text(out_dir / "paper_comparison.md", comparison_md)
 
     datasets = ordered_datasets(scores["dataset"], settings["datasets"])
@@ -185,23 +185,104 @@ def runs_table(scores: pd.DataFrame) -> pd.DataFrame:
     return grouped.size().rename("images").reset_index()
 
 
-def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
-    backbones = ", ".join(
-        f"{key} = {cfg['model_name']}" + (" (tiny random)" if cfg.get("tiny") else "")
-        for key, cfg in to_plain(eval_cfg.backbones).items()
+def backbone_text(spec: BackboneSpec) -> str:
+    """What a backbone is, in words a reader can check: architecture, weights, input."""
+    tiny = " (tiny random)" if spec.tiny is not None else ""
+    if spec.kind == "timm":
+        return (
+            f"timm `{spec.model_name}`{tiny}, input {spec.crop} px (short side resized to {spec.resize}, bicubic, "
+            f"centre crop {spec.crop}, ImageNet mean/std), CLS token"
+        )
+    weights = f"weights `{spec.pretrained}`" if spec.pretrained else "no pretrained tag"
+    gelu = ", QuickGELU" if spec.force_quick_gelu else ""
+    return f"open_clip `{spec.model_name}`{tiny}, {weights}{gelu}, its own image transform and tokenizer"
+
+
+def backbone_labels(specs: list[BackboneSpec], labels: dict[str, str]) -> dict[str, str]:
+    """metric -> its label with the backbone behind it, e.g. `DINO v1 [vit_small_patch16_224.dino]`."""
+    out = dict(labels)
+    for spec in specs:
+        size = f", {spec.crop} px" if spec.kind == "timm" else ""
+        for metric in (spec.image_metric, spec.text_metric):
+            if metric:
+                out[metric] = f"{labels.get(metric, metric)} [{spec.model_name}{size}]"
+    return out
+
+
+def metrics_paragraph(specs: list[BackboneSpec], level: str) -> list[str]:
+    """The report header's account of every number: backbones, CLIP-T's text, what the intervals resample."""
+    lines = [
+        f"- `{spec.image_metric}`"
+        + (f", `{spec.text_metric}`" if spec.text_metric else "")
+        + ": "
+        + backbone_text(spec)
+        for spec in specs
+    ]
+    clip = next((spec for spec in specs if spec.text_metric), None)
+    if clip is not None:
+        lines.append(
+            f"- `{clip.text_metric}` compares each image with the exact prompt stored in its manifest row (the "
+            f"text it was generated from); `{clip.text_metric}_paper` with the row's `paper_clip_t_prompt` "
+            "(preset=paper rows: the text the paper scored)."
+        )
+    lines.append(
+        f"- Means over {'images' if level == 'image' else 'subjects (each subject averaged first)'} in Table 1; "
+        "over images in the paper comparison. 95 % intervals are bootstrap percentiles that resample "
+        "**subjects** (a cluster bootstrap: a subject's images share its source photo), at both levels."
     )
+    return lines
+
+
+# MONKEY's knobs where the paper's text and its reference code differ (README "Presets")
+MONKEY_FLAGS = ("paper_bug_final_all_steps", "attention_scale", "threshold_rule", "combine", "initial_scale")
+
+
+def effective(row: pd.Series, key: str) -> Any:
+    """A method knob as the job ran it: the `paper:` block's `set` value under preset=paper, else the knob."""
+    under_paper = row.get("cfg.preset") == "paper" and pd.notna(row.get(f"cfg.method.paper.set.{key}"))
+    return row.get(f"cfg.method.paper.set.{key}") if under_paper else row.get(f"cfg.method.{key}")
+
+
+def monkey_variants(scores: pd.DataFrame) -> list[str]:
+    """Which MONKEY each variant ran: the image scored (masked on mask_steps, or the reference code's
+    all-steps image) and the knobs where the paper's text and code differ."""
+    if "cfg.method.paper_bug_final_all_steps" not in scores:
+        return []
+    rows = scores.drop_duplicates("variant")
+    rows = rows[rows["cfg.method.paper_bug_final_all_steps"].notna()]
+    if rows.empty:
+        return []
+    lines = ["## MONKEY variants", "", "| variant | preset | image scored | " + " | ".join(MONKEY_FLAGS[1:]) + " |"]
+    lines.append("|---" * (3 + len(MONKEY_FLAGS) - 1) + "|")
+    for _, row in rows.iterrows():
+        all_steps = bool(effective(row, "paper_bug_final_all_steps"))
+        image = "adapter and mask on every step (reference code)" if all_steps else "masked on `mask_steps` (text)"
+        knobs = [str(effective(row, key)) for key in MONKEY_FLAGS[1:]]
+        lines.append(f"| {row['variant']} | {row.get('cfg.preset', 'fair')} | {image} | " + " | ".join(knobs) + " |")
+    return [*lines, ""]
+
+
+def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
+    specs = backbone_specs(to_plain(eval_cfg.backbones))
     lines = [
         "# Report",
         "",
-        f"{len(report.scores)} scored images from {len(report.run_dirs)} run folders; score set `{eval_cfg.name}` "
-        f"({backbones}). Plain cosines; means over {'images' if level == 'image' else 'subjects'}.",
+        f"{len(report.scores)} scored images from {len(report.run_dirs)} run folders; score set `{eval_cfg.name}`. "
+        "Plain cosines (not x100).",
+        "",
+        *metrics_paragraph(specs, level),
         "",
         "## Table 1",
         "",
         table_md,
         "## Against the paper's reported numbers",
         "",
+        "Image means, as the paper; the paper's rows beside our `preset=paper` runs, and what `fair` changes. "
+        "The paper's DINO came from DINO v1 ViT-S/16 (its reference code), so it is compared with `dino_v1`; "
+        "DINOv2 (`dino`, the paper's text) is shown beside it.",
+        "",
         comparison_md,
+        *monkey_variants(report.scores),
         "## Pareto plots",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],
@@ -211,8 +292,8 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         "",
         *[f"![{p.stem}]({p.name})" for p in report.grids],
         "",
-        "Files: `scores.csv` (per image), `summary.csv` (n, mean, std, 95% bootstrap CI per level), "
-        "`table1.{csv,md,tex}`, `paper_comparison.{csv,md}`, `runs.csv`.",
+        "Files: `scores.csv` (per image), `summary.csv` (n, subjects, mean, std, 95% subject-bootstrap CI per "
+        "level), `table1.{csv,md,tex}`, `paper_comparison.{csv,md}`, `runs.csv`.",
         "",
     ]
     return "\n".join(lines)

@@ -24,6 +24,22 @@ from monkey.names import path_name
 SCORES_DIR = "scores"
 ORACLE = "oracle"  # reserved method label of the real-image reference rows
 FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not data
+TRANSFORMS = "transforms"  # eval_config.json: each backbone's preprocessing as it ran (descriptive)
+IGNORED_BY_OPEN_CLIP = ("resize", "crop")  # open_clip uses its model's own transform
+
+
+def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of an eval_config.json that decides the numbers: without the descriptive transforms,
+    and without the resize/crop keys older files listed for open_clip backbones (never used)."""
+    out = {k: v for k, v in settings.items() if k != TRANSFORMS}
+    backbones = {}
+    for key, spec in (out.get("backbones") or {}).items():
+        if spec.get("kind") == "open_clip":
+            spec = {k: v for k, v in spec.items() if k not in IGNORED_BY_OPEN_CLIP}
+        backbones[key] = spec
+    if "backbones" in out:
+        out["backbones"] = backbones
+    return out
 
 
 class ScoreSet:
@@ -35,6 +51,8 @@ class ScoreSet:
     def check(self, settings: dict[str, Any]) -> str:
         """Refuse a folder whose score set `name` means something else; return the settings' hash."""
         old = self.settings()
+        if old is not None:
+            old = comparable_settings(old)
         if old is not None and old != settings:
             from monkey.runner import diff_keys  # imported on use: it pulls in the generation stack
 
@@ -45,11 +63,12 @@ class ScoreSet:
             )
         return stable_hash(settings)
 
-    def register(self, settings: dict[str, Any]) -> str:
-        """Record what these scores mean (before the first record is written)."""
+    def register(self, settings: dict[str, Any], transforms: dict[str, Any] | None = None) -> str:
+        """Record what these scores mean (before the first record is written), with the preprocessing
+        each loaded backbone actually runs (`transforms`: a description, not part of the comparison)."""
         digest = self.check(settings)
         if self.settings() is None:
-            atomic_write_json(self.root / "eval_config.json", settings)
+            atomic_write_json(self.root / "eval_config.json", {**settings, TRANSFORMS: transforms or {}})
         return digest
 
     def settings(self) -> dict[str, Any] | None:

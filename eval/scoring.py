@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from monkey.eval.backbones import Backbone, BackboneSpec, backbone_specs, load_backbone
 from monkey.eval.embeddings import EmbeddingCache
-from monkey.eval.score_store import ORACLE, ScoreSet
+from monkey.eval.score_store import IGNORED_BY_OPEN_CLIP, ORACLE, ScoreSet
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.datasets.base import load_sources
@@ -64,6 +64,15 @@ ROW_FIELDS = (
 PAPER_SUFFIX = "_paper"  # <text metric>_paper: against the row's paper_clip_t_prompt (preset=paper rows only)
 
 
+def backbone_settings(spec: BackboneSpec) -> dict[str, Any]:
+    """A backbone's settings as eval_config.json lists them; open_clip's resize/crop are left out (it runs
+    its model's own transform, listed under `transforms`)."""
+    fields = {k: v for k, v in spec.__dict__.items() if k != "key"}
+    if spec.kind == "open_clip":
+        fields = {k: v for k, v in fields.items() if k not in IGNORED_BY_OPEN_CLIP}
+    return fields
+
+
 def eval_settings(eval_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """What a score set's numbers depend on (not where or how fast they were computed)."""
     plain = to_plain(eval_cfg)
@@ -72,7 +81,7 @@ def eval_settings(eval_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if references not in REFERENCE_MODES:
         raise ConfigError(f"eval.references={references!r} is not allowed; choose one of {list(REFERENCE_MODES)}")
     return {
-        "backbones": {s.key: {k: v for k, v in s.__dict__.items() if k != "key"} for s in specs},
+        "backbones": {s.key: backbone_settings(s) for s in specs},
         "references": references,
     }
 
@@ -278,7 +287,7 @@ def evaluate_run(
     backbones = [
         load_backbone(spec, eval_cfg.get("device", "auto"), int(eval_cfg.get("batch_size", 32))) for spec in specs
     ]
-    score_set.register(settings)
+    score_set.register(settings, {b.spec.key: b.describe_transform() for b in backbones})
     before = {b.spec.key: b.counters.images + b.counters.texts for b in backbones}
     scorer = Scorer(run_dir, backbones, hashes)
     columns = {spec.key: [spec.image_metric, spec.text_metric] for spec in specs}

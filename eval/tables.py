@@ -1,10 +1,14 @@
 """The paper's Table 1 layout (CSV, Markdown, LaTeX) and the side-by-side with its reported numbers.
 
+The side-by-side always uses image means (as the paper), compares the paper's numbers with the variants
+run under `preset=paper`, and shows per method what `fair` changes.
+
 Rows are variants, columns (dataset, metric) means. In Markdown and LaTeX the best value of a column
 is bold and the second italic; reference rows (text-only, the real-image oracle) are listed below the
 methods and never ranked. The last column names the Pareto frontiers a variant lies on.
 """
 
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,6 +19,9 @@ from monkey.errors import DataError
 
 DATASET_LABELS = {"dreambooth": "DreamBooth", "magic": "Magic"}
 PAPER_COLUMNS = ["method", "dataset", "clip_t", "dino", "clip_i"]
+# our metric -> the paper column it is compared with: the paper's DINO came from the reference code's
+# DINO v1 ViT-S/16, so `dino_v1` is compared with it; `dino` (DINOv2, the paper's text) is shown beside
+DEFAULT_PAPER_METRICS: dict[str, str | None] = {"clip_t": "clip_t", "dino_v1": "dino", "dino": None, "clip_i": "clip_i"}
 
 
 def dataset_label(name: str) -> str:
@@ -148,61 +155,131 @@ def read_paper_table(path) -> pd.DataFrame:
     return paper
 
 
-def paper_comparison(
-    summary: pd.DataFrame, paper: pd.DataFrame, names: dict[str, str], metrics: list[str], level: str = "image"
-) -> pd.DataFrame:
-    """Long table: for each paper row and metric, the paper's number, ours (mean and interval), ours - paper.
+def without_preset(variant: str) -> str:
+    """A variant label with its `preset=...` part removed: pairs a method's fair and paper folders."""
+    text = re.sub(r"preset=[^,)]*(, )?", "", variant)
+    return text.replace(", )", ")").replace(" ()", "")
 
-    Every paper method of a dataset we scored is listed; `variant` is empty where we did not run it.
+
+COMPARISON_COLUMNS = [
+    "dataset",
+    "paper_method",
+    "variant",
+    "preset",
+    "metric",
+    "paper_column",
+    "paper",
+    "ours",
+    "ci_low",
+    "ci_high",
+    "n",
+    "subjects",
+    "diff",
+    "fair_variant",
+    "fair",
+    "fair_ci_low",
+    "fair_ci_high",
+    "fair_minus_ours",
+]
+
+
+def paper_comparison(
+    summary: pd.DataFrame, paper: pd.DataFrame, names: dict[str, str], metrics: dict[str, str | None]
+) -> pd.DataFrame:
+    """Long table: per paper row and our metric, the paper's number, ours (image-level mean and its
+    subject-resampled interval), ours - paper, and, where the method also ran under `fair`, the fair
+    variant's mean and fair - ours.
+
+    Always over images (the paper's Table 1), whatever level Table 1 uses. `metrics` maps our metric to
+    the paper column it is compared with (None: shown beside, not compared, e.g. DINOv2 when the
+    paper's DINO is DINO v1). Per paper method the compared variants are those run under `paper`; a
+    variant with no `paper` twin is compared itself (its `preset` column says so). Every paper method of
+    a dataset we scored is listed; `variant` is empty where we did not run it.
     """
-    ours = summary[(summary["level"] == level) & summary["metric"].isin(metrics)].copy()
+    ours = summary[(summary["level"] == "image") & summary["metric"].isin(list(metrics))].copy()
     ours["paper_method"] = ours["method"].map(names)
+    if "preset" not in ours:
+        ours["preset"] = "fair"
     rows = []
+
+    def cell(hit: pd.DataFrame, column: str) -> float:
+        return float(hit[column].iloc[0]) if len(hit) else float("nan")
+
     for dataset in sorted(set(paper["dataset"]) & set(ours["dataset"])):
         for _, reported in paper[paper["dataset"] == dataset].iterrows():
             matches = ours[(ours["dataset"] == dataset) & (ours["paper_method"] == reported["method"])]
-            variants = sorted(set(matches["variant"])) or [""]
-            for variant in variants:
-                for metric in metrics:
+            preset_of = dict(zip(matches["variant"], matches["preset"], strict=False))
+            papers = sorted(v for v, p in preset_of.items() if p == "paper")
+            fairs = sorted(v for v, p in preset_of.items() if p != "paper")
+            twin = {v: next((f for f in fairs if without_preset(f) == without_preset(v)), "") for v in papers}
+            compared = papers + [f for f in fairs if f not in twin.values()]
+            for variant in compared or [""]:
+                fair_variant = twin.get(variant, "")
+                for metric, column in metrics.items():
                     hit = matches[(matches["variant"] == variant) & (matches["metric"] == metric)]
-                    mean = float(hit["mean"].iloc[0]) if len(hit) else float("nan")
+                    fair = matches[(matches["variant"] == fair_variant) & (matches["metric"] == metric)]
+                    has_paper = column is not None and column in reported
                     rows.append(
                         {
                             "dataset": dataset,
                             "paper_method": reported["method"],
                             "variant": variant,
+                            "preset": preset_of.get(variant, ""),
                             "metric": metric,
-                            "paper": float(reported[metric]) if metric in reported else float("nan"),
-                            "ours": mean,
-                            "ci_low": float(hit["ci_low"].iloc[0]) if len(hit) else float("nan"),
-                            "ci_high": float(hit["ci_high"].iloc[0]) if len(hit) else float("nan"),
+                            "paper_column": column or "",
+                            "paper": float(reported[column]) if has_paper else float("nan"),
+                            "ours": cell(hit, "mean"),
+                            "ci_low": cell(hit, "ci_low"),
+                            "ci_high": cell(hit, "ci_high"),
                             "n": int(hit["n"].iloc[0]) if len(hit) else 0,
+                            "subjects": int(hit["subjects"].iloc[0]) if len(hit) and "subjects" in hit else 0,
+                            "fair_variant": fair_variant,
+                            "fair": cell(fair, "mean"),
+                            "fair_ci_low": cell(fair, "ci_low"),
+                            "fair_ci_high": cell(fair, "ci_high"),
                         }
                     )
-    frame = pd.DataFrame(
-        rows, columns=["dataset", "paper_method", "variant", "metric", "paper", "ours", "ci_low", "ci_high", "n"]
-    )
-    frame["diff"] = frame["ours"] - frame["paper"]
-    return frame
+    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("diff", "fair_minus_ours")])
+    frame.insert(COMPARISON_COLUMNS.index("diff"), "diff", frame["ours"] - frame["paper"])
+    frame["fair_minus_ours"] = frame["fair"] - frame["ours"]
+    return frame[COMPARISON_COLUMNS]
 
 
-def comparison_markdown(comparison: pd.DataFrame, metrics: list[str], labels: dict[str, str]) -> str:
+def interval(low: float, high: float) -> str:
+    return "" if np.isnan(low) or np.isnan(high) else f" [{fmt(low)}, {fmt(high)}]"
+
+
+def signed(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{value:+.3f}"
+
+
+def comparison_markdown(comparison: pd.DataFrame, labels: dict[str, str]) -> str:
+    """One table per dataset, a row per (paper method, our variant, metric); `labels` names each metric
+    with its backbone. The paper's column a metric is compared with is named in the `paper` cell."""
     if comparison.empty:
         return "No dataset of this report appears in the paper's table.\n"
     parts = []
+    header = ["paper method", "ours (preset)", "metric", "paper", "ours [95% CI]", "ours - paper"]
+    header += ["fair [95% CI]", "fair - ours"]
     for dataset, group in comparison.groupby("dataset", sort=False):
-        header = ["paper method", "ours"]
-        for metric in metrics:
-            label = labels.get(metric, metric)
-            header += [f"{label} paper", f"{label} ours [95% CI]", f"{label} diff"]
         rows = []
-        for (paper_method, variant), cells in group.groupby(["paper_method", "variant"], sort=False):
-            row = [paper_method, variant or "not run"]
-            for metric in metrics:
-                hit = cells[cells["metric"] == metric].iloc[0]
-                interval = f" [{fmt(hit['ci_low'])}, {fmt(hit['ci_high'])}]" if variant else ""
-                diff = "n/a" if np.isnan(hit["diff"]) else f"{hit['diff']:+.3f}"
-                row += [fmt(hit["paper"]), fmt(hit["ours"]) + interval, diff]
-            rows.append(row)
+        for _, hit in group.iterrows():
+            ours = f"{hit['variant']} ({hit['preset']})" if hit["variant"] else "not run"
+            paper = fmt(hit["paper"]) + (f" ({hit['paper_column']})" if hit["paper_column"] else "")
+            if not hit["paper_column"]:
+                paper = "not compared"
+            fair = fmt(hit["fair"]) + interval(hit["fair_ci_low"], hit["fair_ci_high"]) if hit["fair_variant"] else ""
+            rows.append(
+                [
+                    hit["paper_method"],
+                    ours,
+                    labels.get(hit["metric"], hit["metric"]),
+                    paper,
+                    fmt(hit["ours"]) + interval(hit["ci_low"], hit["ci_high"]),
+                    signed(hit["diff"]),
+                    fair,
+                    signed(hit["fair_minus_ours"]) if hit["fair_variant"] else "",
+                ]
+            )
         parts.append(f"### {dataset_label(dataset)}\n\n" + markdown_table(header, rows))
     return "\n".join(parts)

@@ -119,7 +119,8 @@ def test_paper_comparison_lists_every_paper_row_with_differences():
         }
     )
     names = {"ip_adapter_1.0": "IP-Adapter (base)", "monkey": "MONKEY"}
-    comparison = paper_comparison(hand_summary(), paper, names, ["clip_t", "dino", "clip_i"])
+    metrics = {"clip_t": "clip_t", "dino": "dino", "clip_i": "clip_i"}
+    comparison = paper_comparison(hand_summary(), paper, names, metrics)
     row = comparison.set_index(["paper_method", "metric"]).loc[("MONKEY", "dino")]
     assert row["variant"] == "monkey" and row["diff"] == pytest.approx(0.50 - 0.529)
     rectifid = comparison[comparison["paper_method"] == "RectifID"]
@@ -175,8 +176,11 @@ def test_report_merges_folders_with_labels_and_config_columns(report):
     comparison = pd.read_csv(report.out_dir / "paper_comparison.csv")
     matched = comparison[comparison["paper_method"] == "IP-Adapter (base)"]
     assert set(matched["variant"]) == {"ip_adapter_1.0", "ip_adapter_1.0 (method.scale=0.5)"}
-    assert matched["paper"].tolist() == [0.282, 0.621, 0.806] * 2  # the shipped results/paper/table1.csv
-    assert np.allclose(matched["diff"], matched["ours"] - matched["paper"], atol=1e-5)
+    # the shipped results/paper/table1.csv; the paper's DINO sits beside DINO v1, DINOv2 is not compared
+    assert matched["metric"].tolist() == ["clip_t", "dino_v1", "dino", "clip_i"] * 2
+    assert matched["paper_column"].fillna("").tolist() == ["clip_t", "dino", "", "clip_i"] * 2
+    assert np.allclose(matched["paper"], [0.282, 0.621, np.nan, 0.806] * 2, equal_nan=True)
+    assert np.allclose(matched["diff"], matched["ours"] - matched["paper"], atol=1e-5, equal_nan=True)
 
 
 def test_report_plots_and_grid_are_written(report):

@@ -97,7 +97,12 @@ def test_degenerate_map_follows_the_policy(bad, combine):
     full = extract_mask(record, MonkeySettings(layers=[COARSE], capture_steps=[1, 2], combine=combine))
     assert full.degenerate and full.fallback == "full"
     assert torch.equal(full.mask, torch.ones(2, 3))
-    assert full.info() == {"mask_degenerate": True, "mask_fallback": "full", "mask_area": 1.0}
+    assert full.info() == {
+        "mask_degenerate": True,
+        "mask_fallback": "full",
+        "mask_area": 1.0,
+        "mask_degenerate_reason": "constant",
+    }
     strict = MonkeySettings(layers=[COARSE], capture_steps=[1, 2], combine=combine, degenerate="error")
     with pytest.raises(DegenerateMaskError, match="token 1"):
         extract_mask(record, strict, label="dreambooth/dog/00/p00/s0")

@@ -235,7 +235,7 @@ def test_bad_knobs_are_refused(runtime):
 
 def test_presets(make_config):
     fair = method_spec(make_config("method=rectifid"))
-    assert (fair.height, fair.prompt_form, fair.method["fixed_seed"], fair.model["name"]) == (
+    assert (fair.height, fair.prompt_form, fair.fixed_seed, fair.model["name"]) == (
         128,
         "plan",
         None,
@@ -248,7 +248,7 @@ def test_presets(make_config):
         "location",
         "location",
     )
-    assert paper.method["fixed_seed"] == 123
+    assert paper.fixed_seed == 123 and "fixed_seed" not in paper.method
     real = method_spec(make_config("method=rectifid", "model=lcm_dreamshaper"))
     assert real.model["pretrained"] == "hansyan/perflow-sd15-dreamshaper" and real.method["iterations"] == 50
     assert real.method["detector"]["pretrained"] == "google/owlvit-base-patch32" and not real.method["detector"]["tiny"]

@@ -1,7 +1,7 @@
 """RectifID (Sun et al., NeurIPS 2024) in object mode, as a harness Method.
 
 Per item: the subject's reference crop (a text query with its class word, memoised per subject), the
-item's fixed initial noise (drawn from its seed as every method draws it, or `fixed_seed`), then
+item's fixed initial noise (drawn from its seed as every method draws it; `preset=paper` gives every item seed 123), then
 anchored classifier guidance (guidance.py) of the 4-step PeRFlow sampler by the identity loss
 (loss.py), and the image of one more pass without gradients. Items are generated one at a time:
 each one is its own optimisation.
@@ -62,7 +62,6 @@ class RectifIDMethod(Method):
         crop_size: int = 224,
         reference_query: str = "a photo of a {class_name}",
         no_detection: str = "whole_image",
-        fixed_seed: int | None = None,
         gradient_checkpointing: bool = False,
         autocast: bool = True,
         detector: dict[str, Any] | None = None,
@@ -90,7 +89,6 @@ class RectifIDMethod(Method):
         )
         self.reference_query = reference_query
         self.no_detection = no_detection
-        self.fixed_seed = fixed_seed
         self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
         if not isinstance(self.pipe.scheduler, PeRFlowScheduler):
             raise ConfigError(
@@ -131,10 +129,9 @@ class RectifIDMethod(Method):
 
     def initial_noise(self, request: GenerationRequest) -> torch.Tensor:
         """[1, 4, H/8, W/8] from the item's seed on the CPU generator, as the pipelines draw it."""
-        seed = request.seed if self.fixed_seed is None else self.fixed_seed
         scale = self.pipe.vae_scale_factor
         shape = (1, self.pipe.unet.config.in_channels, request.height // scale, request.width // scale)
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generator = torch.Generator("cpu").manual_seed(request.seed)
         noise = randn_tensor(shape, generator=generator, device=self.runtime.device, dtype=self.pipe.unet.dtype)
         return noise * self.pipe.scheduler.init_noise_sigma
 
@@ -174,7 +171,7 @@ class RectifIDMethod(Method):
             "no_detection_fallbacks": fallbacks,  # guided passes that used the whole image as the box
             "reference_detected": reference.detected,
             "reference_box": reference.box.as_list(),
-            "noise_seed": request.seed if self.fixed_seed is None else self.fixed_seed,
+            "noise_seed": request.seed,
         }
         if not final.detected or fallbacks or not reference.detected:
             info["no_detection"] = self.no_detection

@@ -4,10 +4,11 @@
 `unload_ip_adapter` and `ip_adapter_masks` keep working on it, and returns exactly the stock output
 (it calls the stock `__call__`). When its recorder is on, it additionally computes
 softmax(Q K_ip^T * attn.scale) in fp32 over the image tokens, averaged over heads, for the rows of
-the conditional half only. A recorder made with `text=True` (attention figures; off for MONKEY, whose
-cost it would raise) also takes softmax(Q K_text^T * attn.scale) over the text tokens the same way.
-It is installed only on the configured layers, sharing the stock processor's `to_k_ip`/`to_v_ip`
-modules, and the stock processors come back on exit.
+the conditional half only; a recorder made with `attention_scale="none"` drops the 1/sqrt(d) factor
+(softmax(Q K_ip^T), the map the MONKEY reference code recorded). A recorder made with `text=True`
+(attention figures; off for MONKEY, whose cost it would raise) also takes softmax(Q K_text^T *
+attn.scale) over the text tokens the same way. It is installed only on the configured layers,
+sharing the stock processor's `to_k_ip`/`to_v_ip` modules, and the stock processors come back on exit.
 """
 
 import time
@@ -18,6 +19,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, IPAdapterAttnProcessor2_0
 
+from monkey.adapter.masks import map_key  # the pass-1 record format lives in masks.py
 from monkey.errors import ConfigError
 
 
@@ -30,9 +32,9 @@ class StopSampling(Exception):
     closing `maybe_free_model_hooks()` is skipped, which matters only with CPU-offload hooks."""
 
 
-def map_key(layer: str, step: int) -> str:
-    """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict)."""
-    return f"{layer}@{step}"
+# Bump when anything about how a recorded map is computed changes (it salts the pass-1 cache key,
+# together with a digest of this module's source, so maps of older code are never served).
+CAPTURE_FORMAT = 2
 
 
 class AttentionRecorder:
@@ -49,8 +51,12 @@ class AttentionRecorder:
         timed: bool = False,
         text: bool = False,
         exit_when_done: bool = False,
+        attention_scale: str = "sdpa",
     ):
+        if attention_scale not in ("sdpa", "none"):
+            raise ConfigError(f"attention_scale={attention_scale!r} is not allowed; choose one of ['sdpa', 'none']")
         self.layers = tuple(layers)
+        self.attention_scale = attention_scale  # sdpa: logits x attn.scale (1/sqrt(d)); none: raw Q K^T
         self.steps = frozenset(steps)
         self.maps: dict[str, torch.Tensor] = {}
         self.text = text
@@ -61,6 +67,10 @@ class AttentionRecorder:
         self.seconds = 0.0
         # stop the UNet forward right after the last map of the last step (pass 1 needs nothing after it)
         self.exit_when_done = exit_when_done
+
+    def logit_scale(self, attn: Attention) -> float:
+        """The factor on Q K_ip^T before the softmax of a recorded image-token map."""
+        return float(attn.scale) if self.attention_scale == "sdpa" else 1.0
 
     def begin_step(self, step: int | None, rows: slice) -> None:
         self.step = step if step in self.steps else None
@@ -155,7 +165,8 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         encoder_hidden_states: tuple[torch.Tensor, list[torch.Tensor]],
         temb: torch.Tensor | None,
     ) -> torch.Tensor:
-        """softmax(Q K_ip^T * attn.scale) over the first adapter's image tokens, head-averaged: [b, HW, T]."""
+        """softmax(Q K_ip^T * scale) over the first adapter's image tokens, head-averaged: [b, HW, T];
+        scale is attn.scale (1/sqrt(d)) or 1 (the recorder's `attention_scale`)."""
         if not isinstance(encoder_hidden_states, tuple):
             raise RuntimeError(f"{self.layer}: expected (text, image) hidden states from an IP-Adapter UNet")
         rows = self.recorder.rows
@@ -168,7 +179,7 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         head_dim = query.shape[-1] // heads
         query = query.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, HW, d]
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, T, d]
-        scores = (query @ key.transpose(-1, -2)) * attn.scale  # [b, heads, HW, T]
+        scores = (query @ key.transpose(-1, -2)) * self.recorder.logit_scale(attn)  # [b, heads, HW, T]
         return scores.softmax(dim=-1).mean(dim=1)  # [b, HW, T]
 
     @torch.no_grad()

@@ -4,7 +4,9 @@ A pass-1 record is a plain tensor dict per item, `"<layer>@<step>" -> [h, w, T]`
 all T image tokens), so a cached record serves every token, threshold or combine rule. Extraction:
 select the token; bring every layer to the finest recorded grid; average the layers; combine the
 steps (`mean`: average, normalise, threshold, as the paper; `union`: normalise and threshold each
-step, then OR, as the reference code's clipped sum); min-max normalise; threshold or keep soft.
+step, then OR, as the reference code's clipped sum); min-max normalise; threshold (`threshold_rule`:
+> t, or >= t as the reference code) or keep soft. A map that is constant, not finite, or keeps no cell
+(e.g. t = 1 with `gt`) is degenerate and follows `degenerate` (a full mask, flagged, or an error).
 """
 
 from collections.abc import Mapping
@@ -13,12 +15,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from monkey.adapter.capture import map_key
 from monkey.adapter.settings import MonkeySettings
 from monkey.errors import MonkeyError
 
 # A map whose max - min is below this (probabilities in [0, 1]) carries no spatial information.
 DEGENERATE_SPAN = 1e-6
+
+
+def map_key(layer: str, step: int) -> str:
+    """Key of one recorded map in a pass-1 record (a plain, serialisable tensor dict). Defined here, not in
+    capture.py, so mask extraction imports without diffusers."""
+    return f"{layer}@{step}"
 
 
 class DegenerateMaskError(MonkeyError):
@@ -82,38 +89,52 @@ def min_max(values: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return (values - low) / span, False
 
 
+def keep(values: torch.Tensor, threshold: float, rule: str) -> torch.Tensor:
+    """The cells a threshold keeps, as a bool map: `gt` keeps > t, `ge` keeps >= t."""
+    return values >= threshold if rule == "ge" else values > threshold
+
+
 @dataclass
 class ItemMask:
     mask: torch.Tensor  # [h, w] in [0, 1] on the finest recorded grid; {0, 1} unless soft
     attention: torch.Tensor  # [h, w] the combined normalised map before thresholding
-    degenerate: bool  # the map was constant or not finite
+    degenerate: bool  # the map was constant or not finite, or the threshold kept no cell
     fallback: str | None  # what replaced a degenerate mask ("full"), else None
+    reason: str | None = None  # why it is degenerate: "constant" (or not finite) or "empty"
 
     def info(self) -> dict[str, object]:
-        return {
+        info: dict[str, object] = {
             "mask_degenerate": self.degenerate,
             "mask_fallback": self.fallback,
             "mask_area": round(float(self.mask.float().mean()), 6),
         }
+        if self.reason is not None:
+            info["mask_degenerate_reason"] = self.reason
+        return info
 
 
 def extract_mask(record: Mapping[str, torch.Tensor], settings: MonkeySettings, label: str = "") -> ItemMask:
     maps = step_maps(record, settings.layers, settings.capture_steps, settings.token)  # [S, h, w]
+    t, rule = settings.threshold, settings.threshold_rule
     if settings.combine == "mean":
         attention, degenerate = min_max(maps.mean(dim=0))
-        mask = attention if settings.soft else (attention > settings.threshold).float()
+        mask = attention if settings.soft else keep(attention, t, rule).float()
     else:  # union
         normalised = [min_max(step_map) for step_map in maps]
         degenerate = any(bad for _, bad in normalised)
         stacked = torch.stack([values for values, _ in normalised])  # [S, h, w]
         attention = stacked.max(dim=0).values
-        mask = attention if settings.soft else (stacked > settings.threshold).any(dim=0).float()
+        mask = attention if settings.soft else keep(stacked, t, rule).any(dim=0).float()
+    reason = "constant" if degenerate else None
+    if not degenerate and not bool(mask.any()):
+        degenerate, reason = True, "empty"
     if not degenerate:
         return ItemMask(mask=mask, attention=attention, degenerate=False, fallback=None)
     if settings.degenerate == "error":
+        what = "is constant or not finite" if reason == "constant" else f"keeps no cell at threshold {t} ({rule})"
         raise DegenerateMaskError(
             f"{label or 'item'}: the attention map of token {settings.token} at layers {list(settings.layers)}, "
-            f"steps {list(settings.capture_steps)} is constant or not finite, so it gives no mask "
+            f"steps {list(settings.capture_steps)} {what}, so it gives no mask "
             "(method.degenerate=full uses the full mask instead and flags the item in the manifest)"
         )
-    return ItemMask(mask=torch.ones_like(mask), attention=attention, degenerate=True, fallback="full")
+    return ItemMask(mask=torch.ones_like(mask), attention=attention, degenerate=True, fallback="full", reason=reason)

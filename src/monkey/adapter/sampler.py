@@ -177,7 +177,11 @@ class MonkeySampler:
         steps = tuple(sorted(steps)) if steps is not None else s.capture_steps
         keep_image = s.save_pass1_image
         recorder = AttentionRecorder(
-            layers or s.layers, steps, timed=timed, exit_when_done=self.early_exit and not keep_image
+            layers or s.layers,
+            steps,
+            timed=timed,
+            exit_when_done=self.early_exit and not keep_image,
+            attention_scale=s.attention_scale,
         )
 
         def plan(step: int) -> StepPlan:
@@ -230,7 +234,7 @@ class MonkeySampler:
     # ---- pass 2 ---------------------------------------------------------------------------
     def final_plan(self, step: int) -> StepPlan:
         s = self.settings
-        return StepPlan(ip_scale=s.ip_scale if step in s.ip_steps else 0.0, masked=step in s.mask_steps)
+        return StepPlan(ip_scale=s.ip_scale if s.adapted(step) else 0.0, masked=s.masked(step))
 
     def mask_free_steps(self) -> int:
         """How many leading pass-2 steps do not depend on the mask (at most all but the last step)."""

@@ -11,6 +11,12 @@ from monkey.errors import ConfigError
 PAPER_LAYER = "up_blocks.1.attentions.1.transformer_blocks.0.attn2"
 COMBINE_RULES = ("mean", "union")
 DEGENERATE_POLICIES = ("full", "error")
+# Temperature of the recorded map: `sdpa` is softmax(Q K^T / sqrt(d)), what the UNet's attention computes
+# and the paper's text writes; `none` is softmax(Q K^T), what the reference code recorded (ipattn.py).
+ATTENTION_SCALES = ("sdpa", "none")
+# Which cells of the normalised map a threshold keeps: `gt` (> t, this project) or `ge` (>= t, the
+# reference code's `x_norm[x_norm < threshold] = 0`, which keeps the top cell even at t = 1).
+THRESHOLD_RULES = ("gt", "ge")
 
 
 def step_tuple(key: str, steps: Iterable[int]) -> tuple[int, ...]:
@@ -41,9 +47,11 @@ class MonkeySettings:
     capture_steps: tuple[int, ...] = (1, 2)
     initial_steps: int = 4
     initial_scale: float = 1.0  # IP-Adapter scale in pass 1
+    attention_scale: str = "sdpa"  # logits of the recorded map: sdpa (x 1/sqrt(d), paper text) or none (ref. code)
     # mask extraction
     combine: str = "mean"  # mean: average maps, then threshold (paper); union: OR of thresholded maps (reference code)
     threshold: float = 0.5
+    threshold_rule: str = "gt"  # gt: keep cells > threshold; ge: keep cells >= threshold (reference code)
     soft: bool = False  # keep the normalised map as the mask instead of thresholding
     degenerate: str = "full"  # constant or NaN map: "full" mask + a manifest flag, or "error"
     # final pass (pass 2)
@@ -51,6 +59,9 @@ class MonkeySettings:
     ip_steps: tuple[int, ...] = (2, 3, 4, 5)  # steps where the IP-Adapter acts at ip_scale; 0 elsewhere
     mask_steps: tuple[int, ...] = (2, 3, 4, 5)  # steps where its output is multiplied by the mask
     ip_scale: float = 1.0
+    # the reference code's main_seg.py saves and scores, as MONKEY, the run masked and adapted on every
+    # step (`final_image_all_steps=final_image_raw_mask=...`): true overrides ip_steps and mask_steps
+    paper_bug_final_all_steps: bool = False
     # both passes
     guidance_scale: float = 8.5
     save_pass1_image: bool = False  # run pass 1 to the end and decode it (costs the full pass)
@@ -72,6 +83,9 @@ class MonkeySettings:
             raise ConfigError(
                 f"method.degenerate={self.degenerate!r} is not allowed; choose one of {list(DEGENERATE_POLICIES)}"
             )
+        for key, allowed in (("attention_scale", ATTENTION_SCALES), ("threshold_rule", THRESHOLD_RULES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"method.{key}={getattr(self, key)!r} is not allowed; choose one of {list(allowed)}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ConfigError(f"method.threshold={self.threshold!r} must lie in [0, 1] (maps are min-max normalised)")
         if int(self.token) < 0:
@@ -80,6 +94,14 @@ class MonkeySettings:
     @property
     def last_capture_step(self) -> int:
         return self.capture_steps[-1]
+
+    def adapted(self, step: int) -> bool:
+        """Whether the IP-Adapter acts (at ip_scale) on pass-2 step `step`."""
+        return self.paper_bug_final_all_steps or step in self.ip_steps
+
+    def masked(self, step: int) -> bool:
+        """Whether the image tokens' output is multiplied by the mask on pass-2 step `step`."""
+        return self.paper_bug_final_all_steps or step in self.mask_steps
 
     def check_model(
         self, attn2_layers: Sequence[str], num_image_tokens: int, initial_loop_steps: int, final_loop_steps: int

@@ -9,7 +9,10 @@ and a cached entry holds the bytes the computation would give, so cached and unc
 Pass 1: one entry per (item, layer, step) with that map for all image tokens, [h, w, T]. A variant
 needs its layers x capture steps; when any is missing, pass 1 runs once and records those plus the
 extras of `share.record_layers` / `share.record_steps`, so the sweep's other variants find theirs.
-Token, threshold, combine rule, mask steps and the pass-2 scale never enter the key.
+Token, threshold, combine rule, mask steps and the pass-2 scale never enter the key; everything that
+changes a map does: the call, the pass-1 trajectory (steps, scale, guidance), the map's temperature
+(`attention_scale`) and the capture code itself (`CAPTURE_FORMAT` and a digest of capture.py's
+source), so a cache that outlives an upgrade never serves maps computed the old way.
 
 Pass 2: the steps before the first masked step do not depend on the mask. Their result (latents after
 step j, plus each item's generator state, since LCM draws fresh noise every step) is stored under the
@@ -27,7 +30,8 @@ import diffusers
 import torch
 from diffusers import LCMScheduler
 
-from monkey.adapter.capture import map_key
+from monkey.adapter import capture
+from monkey.adapter.capture import CAPTURE_FORMAT, map_key
 from monkey.cache import ContentCache
 from monkey.errors import ConfigError
 from monkey.hashing import stable_hash
@@ -81,6 +85,11 @@ class ShareSettings:
         return self.record_layers
 
 
+def capture_code_digest() -> str:
+    """SHA-256 of capture.py's source: any edit to how maps are computed moves the pass-1 key."""
+    return hashlib.sha256(Path(capture.__file__).read_bytes()).hexdigest()
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
 
@@ -129,13 +138,19 @@ class Pass1Cache:
 
     @staticmethod
     def item_keys(call: dict[str, Any], settings: Any) -> list[str]:
-        """Per item of the call: its inputs plus the pass-1 settings that shape the trajectory."""
+        """Per item of the call: its inputs, the pass-1 settings that shape the trajectory, and how a
+        map is computed from it (temperature, capture format and code)."""
         trajectory = {
             "initial_steps": settings.initial_steps,
             "initial_scale": float(settings.initial_scale),
             "guidance_scale": float(settings.guidance_scale),
         }
-        base = stable_hash({"call": call, "pass1": trajectory}, 32)
+        maps = {
+            "attention_scale": settings.attention_scale,
+            "format": CAPTURE_FORMAT,
+            "code": capture_code_digest(),
+        }
+        base = stable_hash({"call": call, "pass1": trajectory, "maps": maps}, 32)
         return [stable_hash([base, index], 32) for index in range(len(call["prompts"]))]
 
     @staticmethod

@@ -111,7 +111,7 @@ def record_attention(
     layers = resolve_layers(layers, attn2_layers(pipe.unet))
     steps = resolve_steps(steps, sampler)
     num_image_tokens(pipe.unet)  # a clear error when no IP-Adapter is loaded
-    recorder = AttentionRecorder(layers, steps, text=True)
+    recorder = AttentionRecorder(layers, steps, text=True, attention_scale=settings.attention_scale)
 
     def plan(step: int) -> StepPlan:
         return StepPlan(ip_scale=settings.initial_scale, record=step in steps)

@@ -98,7 +98,7 @@ class MethodSpec:
     width: int
     seeded: bool  # False: a fresh random seed per image, recorded in the row (a paper choice)
     clip_t_prompt_form: str | None = None  # paper preset: the text the paper scored CLIP-T against
-    fixed_seed: int | None = None  # paper preset: one seed for every image (FreeGraftor's fork used 123)
+    fixed_seed: int | None = None  # paper preset `seed:`: every item gets this one seed (FreeGraftor's fork and MONKEY's reference code: 123)
 
     def describe(self) -> dict[str, Any]:
         """The preset's part of the config hash."""
@@ -132,7 +132,7 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
     else:
         model = to_plain(OmegaConf.merge(model_profile_config(own_model), model_overrides))
         model_source = own_model
-    settings = {"prompt": "plan", "size": None, "seeded": True, "clip_t_prompt": None, "seed": None}
+    settings = {"prompt": "plan", "size": None, "seeded": True, "seed": None, "clip_t_prompt": None}
     if preset == "paper":
         if paper is None:
             log.warning("method %s has no `paper:` block: preset=paper runs it with the fair settings", name)
@@ -172,6 +172,11 @@ def paper_settings(name: str, paper: dict[str, Any], method: dict[str, Any]) -> 
     not_knobs = sorted(set(paper.get("set") or {}) - set(method))
     if not_knobs:
         raise ConfigError(f"method {name}: paper.set names {not_knobs}, which are not knobs of the method")
-    if paper.get("seed") is not None and paper.get("seeded") is False:
-        raise ConfigError(f"method {name}: paper.seed={paper['seed']} and paper.seeded=false contradict; keep one")
-    return {key: paper[key] for key in ("prompt", "size", "seeded", "clip_t_prompt", "seed") if key in paper}
+    seed = paper.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(
+            f"method {name}: paper.seed={seed!r} must be a non-negative integer (one seed for every item)"
+        )
+    if seed is not None and paper.get("seeded") is False:
+        raise ConfigError(f"method {name}: paper.seed={seed} and paper.seeded=false contradict; keep one")
+    return {key: paper[key] for key in ("prompt", "size", "seeded", "seed", "clip_t_prompt") if key in paper}
