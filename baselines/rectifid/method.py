@@ -1,7 +1,7 @@
 """RectifID (Sun et al., NeurIPS 2024) in object mode, as a harness Method.
 
 Per item: the subject's reference crop (a text query with its class word, memoised per subject), the
-item's fixed initial noise (drawn from its seed as every method draws it; `preset=paper` gives every item seed 123), then
+item's fixed initial noise (drawn from its seed as every method draws it; preset=paper: seed 123), then
 anchored classifier guidance (guidance.py) of the 4-step PeRFlow sampler by the identity loss
 (loss.py), and the image of one more pass without gradients. Items are generated one at a time:
 each one is its own optimisation.

@@ -98,7 +98,7 @@ class MethodSpec:
     width: int
     seeded: bool  # False: a fresh random seed per image, recorded in the row (a paper choice)
     clip_t_prompt_form: str | None = None  # paper preset: the text the paper scored CLIP-T against
-    fixed_seed: int | None = None  # paper preset `seed:`: every item gets this one seed (FreeGraftor's fork and MONKEY's reference code: 123)
+    fixed_seed: int | None = None  # paper preset `seed:`: one seed for every item (the forks' 123)
 
     def describe(self) -> dict[str, Any]:
         """The preset's part of the config hash."""
