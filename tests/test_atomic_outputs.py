@@ -140,7 +140,7 @@ def unreadable_files(folder: Path) -> list[str]:
     bad = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
-            if path.suffix == ".png":
+            if path.suffix in (".png", ".jpg", ".jpeg"):  # plots, grids, the gallery's thumbnails
                 with Image.open(path) as image:
                     image.load()
             elif path.suffix == ".pdf":
