@@ -93,7 +93,7 @@ def unreadable(folder: Path) -> list[str]:
         if path.name.startswith(".") and path.name.endswith(".tmp"):
             continue
         try:
-            if path.suffix == ".png":
+            if path.suffix in (".png", ".jpg", ".jpeg"):  # plots, grids, gallery thumbnails
                 with Image.open(path) as image:
                     image.load()
             elif path.suffix == ".pdf":
