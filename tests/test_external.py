@@ -19,7 +19,7 @@ from conftest import compose_config
 from helpers import image_bytes
 from monkey.baselines.external.process import ExternalProcessError
 from monkey.eval.report import paper_table_path
-from monkey.eval.tables import paper_comparison, read_paper_table, table1_frame
+from monkey.eval.tables import DEFAULT_PAPER_METRICS, paper_comparison, read_paper_table, table1_frame
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -346,17 +346,16 @@ def test_freegraftor_fills_the_papers_freegraftor_row():
     summary = pd.DataFrame(
         [
             dict(variant=v, method=v, dataset="dreambooth", metric=m, level="image", n=4, mean=x, ci_low=x, ci_high=x)
-            for v, values in {"freegraftor": (0.25, 0.45, 0.66), "monkey": (0.31, 0.52, 0.74)}.items()
-            for m, x in zip(("clip_t", "dino", "clip_i"), values, strict=True)
+            for v, values in {"freegraftor": (0.25, 0.45, 0.66, 0.40), "monkey": (0.31, 0.52, 0.74, 0.50)}.items()
+            for m, x in zip(("clip_t", "dino", "clip_i", "dino_v1"), values, strict=True)
         ]
     )
-    metrics = ["clip_t", "dino", "clip_i"]
-    assert "freegraftor" in table1_frame(summary, metrics, ["dreambooth"], []).index
+    assert "freegraftor" in table1_frame(summary, ["clip_t", "dino", "clip_i"], ["dreambooth"], []).index
     paper = read_paper_table(paper_table_path(None))
-    comparison = paper_comparison(summary, paper, names, metrics).set_index(["paper_method", "metric"])
-    row = comparison.loc[("FreeGraftor", "dino")]
-    assert row["variant"] == "freegraftor" and row["ours"] == 0.45
-    assert row["diff"] == pytest.approx(0.45 - 0.471)  # the paper's DreamBooth DINO for FreeGraftor
+    comparison = paper_comparison(summary, paper, names, DEFAULT_PAPER_METRICS).set_index(["paper_method", "metric"])
+    row = comparison.loc[("FreeGraftor", "dino_v1")]  # the paper's DINO came from DINO v1 ViT-S/16
+    assert row["variant"] == "freegraftor" and row["ours"] == 0.40
+    assert row["diff"] == pytest.approx(0.40 - 0.471)  # the paper's DreamBooth DINO for FreeGraftor
 
 
 def test_where_it_runs_is_neither_in_the_config_hash_nor_in_the_folder_name(foreign_python, tmp_path):

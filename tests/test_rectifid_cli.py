@@ -40,5 +40,5 @@ def test_rectifid_runs_beside_monkey_and_reaches_table1(tmp_path):
     comparison = pd.read_csv(report / "paper_comparison.csv")
     ours = comparison[comparison["paper_method"] == "RectifID"]
     assert set(ours["variant"]) == {"rectifid"} and (ours["n"] == 1).all() and ours["ours"].notna().all()
-    assert set(ours["metric"]) == {"clip_t", "dino", "clip_i"}
+    assert set(ours["metric"]) == {"clip_t", "dino", "dino_v1", "clip_i"}  # DINOv2 beside, DINO v1 compared
     assert "RectifID" in (report / "paper_comparison.md").read_text()
