@@ -25,7 +25,7 @@ from monkey.baselines.rectifid.scheduler import PeRFlowScheduler
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 
 NO_DETECTION = ("whole_image", "error")
 
@@ -89,7 +89,7 @@ class RectifIDMethod(Method):
         )
         self.reference_query = reference_query
         self.no_detection = no_detection
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)  # runtime.vae_dtype too, as the config hash records it
         if not isinstance(self.pipe.scheduler, PeRFlowScheduler):
             raise ConfigError(
                 f"method {name} needs the PeRFlow scheduler (model profile perflow_sd15 or tiny_perflow); "

@@ -18,7 +18,7 @@ from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.hashing import stable_hash
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
-from monkey.models.profiles import Runtime, load_pipeline
+from monkey.models.profiles import Runtime, load_runtime_pipeline
 
 REFERENCES_KEPT = 8  # encoded subject images kept in memory (plan order groups a subject's items)
 REFERENCE_FIELDS = ("prompt", "subject_word", "class_name")
@@ -68,7 +68,7 @@ class TFTI2IMethod(Method):
             rcm_threshold=rcm_threshold,
         )
         self.reference_prompt = reference_prompt
-        self.pipe = load_pipeline(runtime.model, runtime.device, runtime.dtype)
+        self.pipe = load_runtime_pipeline(runtime)  # runtime.vae_dtype too, as the config hash records it
         if not hasattr(self.pipe, "transformer") or not hasattr(self.pipe.transformer, "transformer_blocks"):
             raise ConfigError(
                 f"method {name}: model '{runtime.model.name}' ({runtime.model.pipeline_class}) is not a Stable "
