@@ -33,7 +33,6 @@ from typing import Any
 MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"time_ratio": 1.40, "record_overhead": 0.03, "memory_ratio": 1.10}
-PROMPT = "dog on top of a wooden floor"
 
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
@@ -43,51 +42,21 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
+from sd15_arch import CROSS_DIM, PROMPT, clip_text, sd15_unet, sd_vae  # noqa: E402
 
 from monkey.adapter.control import StepController, StepPlan, StopSampling  # noqa: E402
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402
 from monkey.adapter.settings import MonkeySettings  # noqa: E402
-from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer  # noqa: E402
 
-CROSS_DIM, IMAGE_EMBED_DIM, IMAGE_TOKENS = 768, 1024, 4
+IMAGE_EMBED_DIM, IMAGE_TOKENS = 1024, 4
 
 
 def build_pipeline(folder: Path, device: torch.device, dtype: torch.dtype) -> diffusers.DiffusionPipeline:
     """LCM Dreamshaper v7's architecture with random weights and an IP-Adapter loaded by load_ip_adapter."""
     torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=96,
-        block_out_channels=(320, 640, 1280, 1280),
-        cross_attention_dim=CROSS_DIM,
-        time_cond_proj_dim=256,
-        attention_head_dim=8,
-        layers_per_block=2,
-    )
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-    write_tiny_clip_tokenizer(folder / "tokenizer", PROMPT.split())
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=CROSS_DIM,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            max_position_embeddings=77,
-            projection_dim=CROSS_DIM,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    unet = sd15_unet(time_cond_proj_dim=256, sample_size=96)  # LCM's time conditioning
+    vae = sd_vae()
+    tokenizer, text_encoder = clip_text(folder)
     scheduler = diffusers.LCMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -28,59 +28,13 @@ ensure_monkey_importable()
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from monkey.baselines.rectifid.detector import OwlVitDetector  # noqa: E402
 from monkey.baselines.rectifid.embedder import Dinov2Embedder  # noqa: E402
 from monkey.baselines.rectifid.loss import IdentityLoss  # noqa: E402
 from monkey.baselines.rectifid.scheduler import PeRFlowScheduler  # noqa: E402
+from sd15_arch import clip_text, sd15_unet, sd_vae  # noqa: E402
 
 from monkey.models.tiny_rectifid import materialize_dinov2, materialize_owlvit  # noqa: E402
-from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer  # noqa: E402
-
-CROSS_DIM = 768
-PROMPT = "dog on top of a wooden floor"
-
-
-def sd15_unet(time_cond_proj_dim: int | None = None) -> diffusers.UNet2DConditionModel:
-    """SD1.5's UNet (PeRFlow keeps it; LCM adds time_cond_proj_dim=256)."""
-    return diffusers.UNet2DConditionModel(
-        sample_size=64,
-        block_out_channels=(320, 640, 1280, 1280),
-        cross_attention_dim=CROSS_DIM,
-        attention_head_dim=8,
-        layers_per_block=2,
-        time_cond_proj_dim=time_cond_proj_dim,
-    )
-
-
-def sd_vae() -> diffusers.AutoencoderKL:
-    return diffusers.AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-    )
-
-
-def clip_text(folder: Path) -> tuple[transformers.CLIPTokenizer, transformers.CLIPTextModel]:
-    write_tiny_clip_tokenizer(folder / "tokenizer", PROMPT.split())
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    config = transformers.CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=CROSS_DIM,
-        intermediate_size=3072,
-        num_attention_heads=12,
-        num_hidden_layers=12,
-        max_position_embeddings=77,
-        projection_dim=CROSS_DIM,
-        hidden_act="quick_gelu",
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer, transformers.CLIPTextModel(config)
 
 
 def perflow_scheduler() -> PeRFlowScheduler:
