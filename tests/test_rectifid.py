@@ -352,3 +352,14 @@ def test_checkpointing_changes_no_gradient_and_is_put_back(method, request_):
     torch.testing.assert_close(runs[True].history[0].grad_norms, runs[False].history[0].grad_norms, rtol=1e-5, atol=0)
     torch.testing.assert_close(runs[True].latents, runs[False].latents, rtol=1e-5, atol=1e-6)
     assert not method.pipe.unet.is_gradient_checkpointing and not method.pipe.vae.is_gradient_checkpointing
+
+
+def test_the_runtime_vae_precision_is_the_one_loaded():
+    """runtime.vae_dtype enters the config hash where it differs from dtype, so the method must load the
+    VAE in it (planted: load_pipeline(model, device, dtype) without it left the VAE in bfloat16)."""
+    profile = profile_from_config(model_profile_config("tiny_perflow"))
+    runtime = resolve_runtime(profile, "cpu", "bfloat16", "float32")
+    method = RectifIDMethod(
+        "rectifid", runtime, iterations=0, detector=tiny_part("detector"), embedder=tiny_part("embedder")
+    )
+    assert method.pipe.unet.dtype == torch.bfloat16 and method.pipe.vae.dtype == torch.float32
