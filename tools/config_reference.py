@@ -27,7 +27,8 @@ PAGE = ROOT / "docs" / "reference" / "configuration.md"
 # what each group decides (the group folders themselves carry no description file)
 GROUP_INTRO = {
     "": "Primary configs: `config.yaml` is `monkey-bench`'s, `attention.yaml` is `monkey-attention`'s.",
-    "dataset": "Where subject images come from and how they are normalised (`dataset=`; see [Datasets](../datasets.md)).",
+    "dataset": "Where subject images come from and how they are normalised (`dataset=`; see "
+    "[Datasets](../datasets.md)).",
     "eval": "Metric backbones, score-set name and report settings (`eval=`; see "
     "[Evaluation and reports](../evaluation.md)).",
     "experiment": "A whole study: groups, limits and the multirun sweep (`experiment=`; see "
@@ -93,6 +94,17 @@ def compact(value: object, in_defaults: bool = False) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Leaf keys of a nested mapping, dotted."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def lookup(tree: object, parts: list[str]) -> object:
@@ -174,8 +186,12 @@ def parse_option(path: Path) -> OptionDoc:
         else:
             default = compact(loaded, in_defaults=key == "defaults")
             stack.append((indent, key))
+        if isinstance(loaded, dict) and loaded and value_text.startswith("{"):
+            default = ""  # an inline mapping: one row per key below it
         entry = Entry(path=".".join(parts), default=default, comment=comment)
         doc.entries.append(entry)
+        if isinstance(loaded, dict) and loaded and value_text.startswith("{"):
+            doc.entries += [Entry(f"{entry.path}.{k}", compact(v), "") for k, v in flatten(loaded).items()]
         last_entry, last_comment_col = entry, (indent + len(key) + 1 + col if col >= 0 else -1)
     return doc
 

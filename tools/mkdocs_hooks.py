@@ -30,7 +30,7 @@ def records_markdown(folder: Path = RECORDS) -> str:
     return "\n\n".join(record_markdown(p) for p in sorted(folder.glob("*.md")))
 
 
-def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (MkDocs hook signature)
+def on_page_markdown(markdown: str, page, config, files) -> str:  # MkDocs hook signature
     if MARKER in markdown:
         return markdown.replace(MARKER, records_markdown())
     return markdown
