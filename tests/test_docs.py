@@ -271,3 +271,15 @@ def test_git_history_check_runs_in_this_checkout():
     if done.returncode:
         pytest.skip("shallow clone: commit 3b4019f absent")
     assert readme_coverage.old_readme().startswith("# monkey-bench")
+
+
+def test_every_docs_page_named_in_code_and_configs_exists():
+    named = {}
+    for folder in ("src", "conf", "baselines", "eval", "benchmarks", "notebooks"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in {".py", ".yaml", ".md", ".sh"}:
+                for page in re.findall(r"(?<![\w/])docs/[\w/.-]+?\.md", path.read_text()):
+                    named.setdefault(page, path.relative_to(ROOT))
+    assert "docs/methods/freegraftor.md" in named  # the error message that tells users how to set it up
+    for page, where in named.items():
+        assert (ROOT / page).is_file(), f"{where} names {page}, which does not exist"
