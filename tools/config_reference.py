@@ -26,7 +26,7 @@ PAGE = ROOT / "docs" / "reference" / "configuration.md"
 
 # what each group decides (the group folders themselves carry no description file)
 GROUP_INTRO = {
-    "": "Primary configs: `config.yaml` is `monkey-bench`'s, `attention.yaml` is `monkey-attention`'s.",
+    "": "`config.yaml` is `monkey-bench`'s; `attention.yaml` is `monkey-attention`'s and extends it.",
     "dataset": "Where subject images come from and how they are normalised (`dataset=`; see "
     "[Datasets](../datasets.md)).",
     "eval": "Metric backbones, score-set name and report settings (`eval=`; see "
