@@ -300,3 +300,13 @@ def test_site_builds_strictly(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "site" / "reference" / "configuration" / "index.html").is_file()
+
+
+def test_front_page_and_site_home_show_the_same_tables():
+    def tables(text: str) -> list[str]:
+        rows = [line for line in text.splitlines() if line.startswith("|")]
+        return [re.sub(r"\]\((?:docs/)?([^)]*)\)", r"](\1)", row) for row in rows]  # links relative to docs/
+
+    readme, home = (ROOT / "README.md").read_text(), (DOCS / "index.md").read_text()
+    assert tables(readme) == tables(home)
+    assert "docs/assets/demo_pareto.png" in readme and "(assets/demo_pareto.png)" in home
