@@ -130,6 +130,16 @@ def test_reference_gives_defaults_and_comments_as_written():
     line = next(ln for ln in (ROOT / "conf/method/monkey.yaml").read_text().splitlines() if ln.startswith("token:"))
     value, comment = (part.strip() for part in line[len("token:") :].split("#", 1))
     assert f"| `token` | `{value}` | {comment} |" in reference_sections()["`method=monkey`"]
+    # a comment line above a run of keys labels it; comment lines above one key describe that key
+    monkey = reference_sections()["`method=monkey`"].splitlines()
+    label = monkey.index("| **mask pass** | | |")
+    assert monkey[label + 1].startswith("| `layers` |")
+    lines = (ROOT / "conf/experiment/paper_dreambooth.yaml").read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("preset:"))
+    above = " ".join(ln.strip().lstrip("# ") for ln in lines[at - 2 : at])
+    assert f"| `hydra.sweeper.params.preset` | `fair,paper` | {above} |" in (
+        reference_sections()["`experiment=paper_dreambooth`"]
+    )
     # a nested key of the primary config, with a comment
     assert "| `plan.limit.subjects` | `null` | first N subjects, or a list of subject names |" in (
         reference_sections()["`config`"]

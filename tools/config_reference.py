@@ -5,8 +5,10 @@ compares it with the committed page. After changing anything under conf/, run
 
     python tools/config_reference.py --write
 
-Each key is listed with its default as written in the file and the comment beside it (or the comment
-lines just above it). Values come from the YAML text itself, so interpolations (`${...}`) show as written.
+Each key is listed with its default as written in the file and the comment beside it or just above it;
+a short comment line that names a run of keys ("mask pass", "sampler", or one ending in ":") becomes a
+bold label row instead.
+Values come from the YAML text itself, so interpolations (`${...}`) show as written.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ ITEM_LINE = re.compile(r"^(?P<indent>\s*)- (?P<rest>.*)$")
 
 @dataclass
 class Entry:
-    """One key of an option file: dotted path, default as written, comment."""
+    """One key of an option file: dotted path, default as written, comment (no path: a section label)."""
 
     path: str
     default: str
@@ -105,6 +107,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def is_label(lines: list[str]) -> bool:
+    """A comment line above keys that names the run of keys after it ("mask pass", "cost (...)", "...:")
+    rather than describing the next key alone."""
+    if len(lines) != 1:
+        return False
+    words = re.sub(r"\([^)]*\)", "", lines[0]).split()
+    return lines[0].endswith(":") or len(words) <= 4
 
 
 def lookup(tree: object, parts: list[str]) -> object:
@@ -167,9 +178,12 @@ def parse_option(path: Path) -> OptionDoc:
         parts = [k for _, k in stack] + [key]
         value_text, comment, col = split_comment(match.group("rest"))
         value_text = value_text.strip()
-        comment = " ".join([*pending, comment]).strip()
-        pending = []
         loaded = lookup(tree, parts)
+        if pending and is_label(pending) and value_text:
+            doc.entries.append(Entry(path="", default="", comment=pending[0]))
+        elif pending:
+            comment = " ".join([*pending, comment]).strip()
+        pending = []
         if value_text in (">-", ">", "|", "|-", ">+", "|+"):
             default = compact(loaded).strip()
             skip_deeper_than = indent
@@ -256,6 +270,8 @@ def render() -> str:
                 out += ["", "| key | default | comment |", "|---|---|---|"]
                 out += [
                     f"| {cell(e.path, code=True)} | {cell(e.default, code=True)} | {cell(e.comment)} |"
+                    if e.path
+                    else f"| **{cell(e.comment)}** | | |"  # the comment line above a run of keys
                     for e in doc.entries
                     if e.default or e.comment  # a mapping without a comment: its keys say it all
                 ]
