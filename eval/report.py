@@ -233,7 +233,7 @@ def metrics_paragraph(specs: list[BackboneSpec], level: str) -> list[str]:
     return lines
 
 
-# MONKEY's knobs where the paper's text and its reference code differ (README "Presets")
+# MONKEY's knobs where the paper's text and its reference code differ (docs/monkey.md)
 MONKEY_FLAGS = ("paper_bug_final_all_steps", "attention_scale", "threshold_rule", "combine", "initial_scale")
 
 

@@ -1,4 +1,4 @@
-"""Images as people have them: each odd file gives the result the README's bad-input table documents.
+"""Images as people have them: each odd file gives the result the bad-input table of docs/datasets.md documents.
 
 Expected pixels are computed by hand from the generated input, not by calling the loader's helpers.
 """

@@ -84,7 +84,7 @@ class FreeGraftorMethod(ExternalMethod):
                 f"method {self.name} runs in your own FreeGraftor environment: set "
                 + " ".join(f"method.environment.{key}=..." for key in unset)
                 + " (or the variables FREEGRAFTOR_CHECKOUT, FREEGRAFTOR_PYTHON, FLUX_DEV, GROUNDING_DINO, SAM);"
-                " README 'FreeGraftor' says how to set it up,"
+                " docs/methods/freegraftor.md says how to set it up,"
                 " or leave the method out: hydra.sweeper.params.method=ip_adapter_0.5,ip_adapter_1.0,monkey"
             )
         checkout = Path(environment["checkout"]).expanduser().resolve()

@@ -2,7 +2,7 @@
 
 Every dataset goes through `load_rgb`, so a photo straight from a phone (MPO named .jpg, EXIF
 rotation), a scan (CMYK, 16-bit), a sticker (RGBA, palette) or a panorama gives the same kind of
-image to every method. The steps, in order (see README "Datasets"):
+image to every method. The steps, in order (see docs/datasets.md):
 
 1. open and identify the file (zero-byte, unknown format -> BadImageError);
 2. reject images whose shorter side is below `min_side`;
