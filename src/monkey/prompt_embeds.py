@@ -11,9 +11,7 @@ from diffusers import DiffusionPipeline
 
 def prompt_embeds(pipe: DiffusionPipeline, prompts: list[str], device: torch.device, guided: bool) -> dict:
     """The pipeline call's prompt-embedding arguments, as the pipeline itself would compute them."""
-    out = pipe.encode_prompt(
-        prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guided
-    )
+    out = pipe.encode_prompt(prompt=prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=guided)
     if len(out) == 4:  # SDXL: embeds, negative, pooled, negative pooled
         positive, negative, pooled, negative_pooled = out
         kwargs = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
