@@ -135,47 +135,47 @@ def tiny_sdxl_spec(family: str, seed: int, words: list[str], libs: list) -> dict
     }
 
 
-def ip_layers(unet: diffusers.UNet2DConditionModel, randn: Any) -> dict[str, torch.Tensor]:
+def ip_layers(unet: diffusers.UNet2DConditionModel, randn: Any, cross_dim: int = CROSS_DIM) -> dict[str, torch.Tensor]:
     """`ip_adapter.<i>.to_k_ip/to_v_ip.weight`: i counts every attention processor (attn1, attn2, ...),
     so the cross-attention ones are 1, 3, 5, ... as in h94's files and diffusers' conversion."""
     state = {}
     for index, name in enumerate(unet.attn_processors):
         if name.endswith("attn2.processor"):
             hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-            state[f"ip_adapter.{index}.to_k_ip.weight"] = randn(hidden, CROSS_DIM, std=0.3)
-            state[f"ip_adapter.{index}.to_v_ip.weight"] = randn(hidden, CROSS_DIM, std=0.3)
+            state[f"ip_adapter.{index}.to_k_ip.weight"] = randn(hidden, cross_dim, std=0.3)
+            state[f"ip_adapter.{index}.to_v_ip.weight"] = randn(hidden, cross_dim, std=0.3)
     return state
 
 
-def image_projection(embed_dim: int, randn: Any) -> dict[str, torch.Tensor]:
+def image_projection(embed_dim: int, randn: Any, cross_dim: int = CROSS_DIM) -> dict[str, torch.Tensor]:
     """ip-adapter_sdxl's `image_proj.proj` (Linear to 4 tokens) and `image_proj.norm`."""
     return {
-        "image_proj.proj.weight": randn(4 * CROSS_DIM, embed_dim, std=0.2),
-        "image_proj.proj.bias": randn(4 * CROSS_DIM, std=0.02),
-        "image_proj.norm.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
+        "image_proj.proj.weight": randn(4 * cross_dim, embed_dim, std=0.2),
+        "image_proj.proj.bias": randn(4 * cross_dim, std=0.02),
+        "image_proj.norm.weight": torch.ones(cross_dim),
+        "image_proj.norm.bias": torch.zeros(cross_dim),
     }
 
 
-def resampler(embed_dim: int, spec: dict[str, int], randn: Any) -> dict[str, torch.Tensor]:
+def resampler(embed_dim: int, spec: dict[str, int], randn: Any, cross_dim: int = CROSS_DIM) -> dict[str, torch.Tensor]:
     """The plus adapters' Resampler in h94's key layout (`layers.<i>.0` its attention with a fused
     `to_kv`, `layers.<i>.1` its LayerNorm + two-layer MLP), which diffusers converts on load."""
-    width, ffn = spec["width"], 4 * spec["width"]
+    width, ffn = spec["width"], 4 * spec["width"]  # heads = width // 64 (diffusers' reading)
     state = {
         "image_proj.latents": randn(1, spec["tokens"], width, std=width**-0.5),
         "image_proj.proj_in.weight": randn(width, embed_dim, std=0.2),
         "image_proj.proj_in.bias": randn(width, std=0.02),
-        "image_proj.proj_out.weight": randn(CROSS_DIM, width, std=0.2),
-        "image_proj.proj_out.bias": randn(CROSS_DIM, std=0.02),
-        "image_proj.norm_out.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm_out.bias": torch.zeros(CROSS_DIM),
+        "image_proj.proj_out.weight": randn(cross_dim, width, std=0.2),
+        "image_proj.proj_out.bias": randn(cross_dim, std=0.02),
+        "image_proj.norm_out.weight": torch.ones(cross_dim),
+        "image_proj.norm_out.bias": torch.zeros(cross_dim),
     }
     for layer in range(spec["depth"]):
         prefix = f"image_proj.layers.{layer}"
         for norm in ("norm1", "norm2"):
             state[f"{prefix}.0.{norm}.weight"] = torch.ones(width)
             state[f"{prefix}.0.{norm}.bias"] = torch.zeros(width)
-        state[f"{prefix}.0.to_q.weight"] = randn(width, width, std=0.1)
+        state[f"{prefix}.0.to_q.weight"] = randn(width, width, std=0.1)  # heads x 64 = width
         state[f"{prefix}.0.to_kv.weight"] = randn(2 * width, width, std=0.1)
         state[f"{prefix}.0.to_out.weight"] = randn(width, width, std=0.1)
         state[f"{prefix}.1.0.weight"] = torch.ones(width)
