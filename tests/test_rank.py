@@ -219,3 +219,66 @@ def test_bad_input_exits_2_with_one_line_naming_the_key(masks_dir, tmp_path, cap
 def test_a_missing_mask_file_names_the_expected_path(masks_dir, tmp_path, caplog):
     assert main(["rank", *TINY_SDXL, "subjects=3", f"masks.dir={masks_dir}", f"out={tmp_path}"]) == 2
     assert "no mask for dreambooth/" in caplog.text and "expected" in caplog.text
+
+
+def test_clipseg_segmenter_loads_by_path_and_thresholds_its_own_probabilities(tmp_path):
+    """A tiny random CLIPSeg written in the hub layout, loaded by `from_pretrained` through the segmenter;
+    its mask is sigmoid(logits) at the image's size > threshold, computed here from the model directly."""
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
+
+    from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer
+    from monkey.rank.segmenters import ClipSegSegmenter
+
+    write_tiny_clip_tokenizer(tmp_path / "tok", ["a", "dog", "photo", "of"])
+    tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "tok")
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_attention_heads": 2,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    config = CLIPSegConfig(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=16,
+        extract_layers=[0, 1],
+        reduce_dim=8,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=16,
+    )
+    torch.manual_seed(0)
+    CLIPSegForImageSegmentation(config).save_pretrained(tmp_path / "clipseg")
+    image_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    CLIPSegProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(tmp_path / "clipseg")
+    segmenter = ClipSegSegmenter(model=str(tmp_path / "clipseg"), prompt="a photo of {word}", threshold=0.5)
+    source = load_dreambooth()[0]
+    image = source.load_image().resize((48, 40))
+    mask = segmenter(image, source)
+    assert mask.shape == (40, 48) and mask.dtype == bool
+    model = CLIPSegForImageSegmentation.from_pretrained(tmp_path / "clipseg").eval()
+    inputs = segmenter.processor(text=[f"a photo of {source.subject_word}"], images=[image], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits.reshape(1, 1, 32, 32)
+    probs = torch.nn.functional.interpolate(logits, size=(40, 48), mode="bilinear", align_corners=False).sigmoid()
+    assert np.array_equal(mask, (probs[0, 0] > 0.5).numpy())
+    with pytest.raises(Exception, match="must contain"):
+        ClipSegSegmenter(model=str(tmp_path / "clipseg"), prompt="a photo")
