@@ -81,5 +81,7 @@ def sweep(*overrides: str) -> str:
 @pytest.mark.parametrize(("model", "count"), [("tiny", 4), ("tiny_sdxl_plus", 16)])
 def test_the_token_ablation_sweeps_every_token_of_the_loaded_adapter(model, count):
     assert sweep(f"model={model}") == ",".join(str(t) for t in range(count))
+    # a method with its own model (monkey_sdxl) counts that model's tokens, not the run's
+    assert sweep("method=monkey_sdxl", f"method.model={model}") == ",".join(str(t) for t in range(count))
     profile = profile_from_config(compose_config(f"model={model}").model)
     assert image_token_count(profile) == num_image_tokens(load_tiny(model).unet) == count

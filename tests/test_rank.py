@@ -139,8 +139,8 @@ def masks_dir(tmp_path_factory):
 
 
 TINY_SDXL = [
-    "model=tiny_sdxl",
     "method=monkey_sdxl",
+    "method.model=tiny_sdxl",
     "subjects=2",
     "generation.height=64",
     "generation.width=64",

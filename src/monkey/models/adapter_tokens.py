@@ -69,8 +69,17 @@ def image_token_count(profile: ModelProfile) -> int:
 
 
 def image_token_sweep(*, _root_: Any) -> str:
-    """`${monkey.image_token_sweep:}`: "0,1,...,T-1" for the run's model profile, a Hydra sweep value."""
-    model = _root_.get("model") if _root_ is not None else None
+    """`${monkey.image_token_sweep:}`: "0,1,...,T-1" for the model MONKEY runs on, a Hydra sweep value:
+    the method's own `model` (method=monkey_sdxl) when it names one, else the run's model profile."""
+    from omegaconf import OmegaConf
+
+    from monkey.methods.presets import model_profile_config
+
+    method = _root_.get("method") if _root_ is not None else None
+    if method is not None and method.get("model"):
+        model = OmegaConf.merge(model_profile_config(method.model), method.get("model_overrides") or {})
+    else:
+        model = _root_.get("model") if _root_ is not None else None
     if model is None:
         raise ConfigError("${monkey.image_token_sweep:} needs a `model` profile at the config root")
     count = image_token_count(profile_from_config(model))
