@@ -48,8 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="interleaved MONKEY/IP-Adapter pairs")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "sdxl_speed.json")
     args = parser.parse_args()
+    if args.threads:  # on a shared machine one thread avoids OpenMP spin-waits against other processes
+        torch.set_num_threads(args.threads)
     device, dtype = torch.device("cpu"), torch.float32
     torch.set_flush_denormal(True)
     load_start = os.getloadavg()
@@ -140,10 +143,11 @@ def markdown(record: dict[str, Any]) -> str:
             "inflated; the methods were interleaved (ABBA) and the ratio is the median of per-pair ratios.",
             "",
             f"{s['model']} ({s['unet_parameters'] / 1e6:.0f} M UNet parameters), {s['size']} px, {s['dtype']}, "
-            f"guidance 0, {s['pairs']} pairs. Command: `{s['command']}`",
+            f"guidance 0, {s['pairs']} pairs, {m['torch_threads']} torch thread(s). Command: `{s['command']}`",
             "",
             "| figure | value |",
             "|---|---|",
+            "| per-pair ratios | " + ", ".join(f"{a / b:.3f}" for a, b in f["pairs_s"]) + " |",
             f"| MONKEY / IP-Adapter wall time per image | {f['time_ratio_median']:.3f} "
             f"({f['monkey_s_median']:.2f} s / {f['ip_adapter_s_median']:.2f} s; ceiling by UNet evaluations "
             f"{f['unet_evaluation_ceiling']:.3f}) |",

@@ -142,3 +142,34 @@ def test_masks_act_only_on_the_mask_steps(model):
     full = MonkeySampler(pipe, knobs(model, final_steps=3, ip_steps=every, mask_steps=every))
     ones = full.final(batch, torch.ones(1, SIZE, SIZE), output_type="latent")
     torch.testing.assert_close(ones, plain, atol=1e-5, rtol=0)
+
+
+def test_the_ip_adapter_baseline_on_the_plus_twin_equals_the_stock_pipeline():
+    """Under CFG the plus adapter's unconditional rows get the encoder's hidden states of a zero image
+    (as encode_image makes them), not zeros: the baseline's batch equals the stock call to uint8 rounding."""
+    import numpy as np
+    from conftest import compose_config
+    from monkey.baselines.ip_adapter import IPAdapterMethod
+
+    from monkey.methods.base import GenerationRequest
+    from monkey.models.profiles import profile_from_config, resolve_runtime
+    from monkey.plan import build_plan
+    from monkey.prompts import load_prompt_set
+
+    runtime = resolve_runtime(profile_from_config(compose_config("model=tiny_sdxl_plus").model), "cpu", "float32")
+    method = IPAdapterMethod("ip", runtime, scale=1.0, num_inference_steps=3, guidance_scale=5.0)
+    items = build_plan(
+        load_dreambooth()[:1], load_prompt_set("locations", "{subject_word} {location}"), limit_prompts=1
+    )
+    got = method.generate([GenerationRequest(items[0], items[0].prompt, items[0].seed, SIZE, SIZE)])[0].image
+    method.pipe.set_ip_adapter_scale(1.0)
+    stock_image = method.pipe(
+        prompt=items[0].prompt,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(items[0].seed),
+        ip_adapter_image=items[0].source.load_image(),
+    ).images[0]
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(stock_image, np.float32), atol=1.0)
