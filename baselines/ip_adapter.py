@@ -36,8 +36,10 @@ class IPAdapterMethod(Method):
             raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
         height, width = sizes.pop()
         self.pipe.set_ip_adapter_scale(self.scale)
-        embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D]
-        with item_image_embeds(self.pipe.unet, embeds, uses_cfg(self.pipe, self.guidance_scale)) as ip_embeds:
+        embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D] (or [n, 1, S, D])
+        guided = uses_cfg(self.pipe, self.guidance_scale)
+        negative = self.embedder.negative_embeds()
+        with item_image_embeds(self.pipe.unet, embeds, guided, negative) as ip_embeds:
             images = self.pipe(
                 prompt=[r.prompt for r in requests],
                 height=height,

@@ -17,24 +17,28 @@ from diffusers import UNet2DConditionModel
 from monkey.subject_embeds import pipeline_image_embeds
 
 
-def rows_for(embeds: torch.Tensor, rows: int) -> torch.Tensor:
-    """[rows, 1, D] per attention-batch row from [n, 1, D] per item: rows == n (no CFG), or
-    2n as diffusers batches CFG, [unconditional (zero embedding); conditional]."""
+def rows_for(embeds: torch.Tensor, rows: int, negative: torch.Tensor | None = None) -> torch.Tensor:
+    """[rows, 1, ...] per attention-batch row from [n, 1, ...] per item: rows == n (no CFG), or
+    2n as diffusers batches CFG, [unconditional (`negative` [1, 1, ...], or zeros); conditional]."""
     items = embeds.shape[0]
     if rows == items:
         return embeds
     if rows == 2 * items:
-        return torch.cat([torch.zeros_like(embeds), embeds])
+        unconditional = torch.zeros_like(embeds) if negative is None else negative.to(embeds).expand_as(embeds)
+        return torch.cat([unconditional, embeds])
     raise RuntimeError(f"UNet batch of {rows} rows for {items} per-item image embeddings (expected n or 2n)")
 
 
 @contextmanager
-def item_image_embeds(unet: UNet2DConditionModel, embeds: torch.Tensor, guided: bool) -> Iterator[list[torch.Tensor]]:
-    """Within the block, every UNet evaluation sees item i's embedding `embeds[i]` ([n, 1, D]) in its
-    rows. Yields the `ip_adapter_image_embeds` argument to hand the pipeline (item 0's embedding,
-    which the pipeline repeats and the hook then replaces)."""
-    if embeds.ndim != 3 or embeds.shape[1] != 1:
-        raise ValueError(f"per-item image embeddings must be [n, 1, D], got {tuple(embeds.shape)}")
+def item_image_embeds(
+    unet: UNet2DConditionModel, embeds: torch.Tensor, guided: bool, negative: torch.Tensor | None = None
+) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every UNet evaluation sees item i's embedding `embeds[i]` ([n, 1, D], or
+    [n, 1, S, D] for hidden states) in its rows, and the CFG negative ([1, 1, ...], default zeros) in
+    the unconditional ones. Yields the `ip_adapter_image_embeds` argument to hand the pipeline (item 0's
+    embedding, which the pipeline repeats and the hook then replaces)."""
+    if embeds.ndim not in (3, 4) or embeds.shape[1] != 1:
+        raise ValueError(f"per-item image embeddings must be [n, 1, D] or [n, 1, S, D], got {tuple(embeds.shape)}")
 
     def before_unet(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         added = kwargs.get("added_cond_kwargs") or {}
@@ -42,7 +46,7 @@ def item_image_embeds(unet: UNet2DConditionModel, embeds: torch.Tensor, guided: 
         if not isinstance(given, list) or len(given) != 1:
             raise RuntimeError("per-item image embeddings need one IP-Adapter's image_embeds in the UNet call")
         sample = args[0] if args else kwargs["sample"]
-        per_row = rows_for(embeds, sample.shape[0]).to(given[0].device, module.dtype)  # [rows, 1, D]
+        per_row = rows_for(embeds, sample.shape[0], negative).to(given[0].device, module.dtype)  # [rows, 1, ...]
         if per_row.shape != given[0].shape:
             shapes = f"{tuple(per_row.shape)} vs the pipeline's {tuple(given[0].shape)}"
             raise RuntimeError(f"per-item image embeddings {shapes}")
@@ -51,6 +55,6 @@ def item_image_embeds(unet: UNet2DConditionModel, embeds: torch.Tensor, guided: 
 
     handle = unet.register_forward_pre_hook(before_unet, with_kwargs=True)
     try:
-        yield pipeline_image_embeds(embeds[:1], guided)
+        yield pipeline_image_embeds(embeds[:1], guided, negative)
     finally:
         handle.remove()

@@ -6,6 +6,9 @@ otherwise. A method config uses it for values that must differ on tiny random mo
 own base model (`model: ${monkey.if_tiny:tiny_sd14,sd14}`) or fewer sampling steps in the demo.
 An explicit command-line value replaces the whole expression, so overrides always win.
 
+`${monkey.image_token_sweep:}` is "0,1,...,T-1" for the T image tokens of the run's model profile's
+IP-Adapter, read from its weights file (monkey.models.adapter_tokens): the token ablation's sweep.
+
 `${monkey.folder_slug:X}` is X made one safe path component (monkey.names), for Hydra's output folders.
 """
 
@@ -24,8 +27,16 @@ def if_tiny(tiny_value: Any, real_value: Any, *, _root_: DictConfig) -> Any:
     return tiny_value if model.get("tiny") else real_value
 
 
+def image_token_sweep(*, _root_: DictConfig) -> str:
+    from monkey.models.adapter_tokens import image_token_sweep as sweep  # torch/diffusers: only when used
+
+    return sweep(_root_=_root_)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.if_tiny"):
         OmegaConf.register_new_resolver("monkey.if_tiny", if_tiny)
+    if not OmegaConf.has_resolver("monkey.image_token_sweep"):
+        OmegaConf.register_new_resolver("monkey.image_token_sweep", image_token_sweep)
     if not OmegaConf.has_resolver("monkey.folder_slug"):
         OmegaConf.register_new_resolver("monkey.folder_slug", folder_slug)

@@ -9,7 +9,7 @@ step, then OR, as the reference code's clipped sum); min-max normalise; threshol
 (e.g. t = 1 with `gt`) is degenerate and follows `degenerate` (a full mask, flagged, or an error).
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,9 +63,11 @@ def resize(maps: torch.Tensor, size: tuple[int, int], soft: bool = False) -> tor
 
 
 def step_maps(
-    record: Mapping[str, torch.Tensor], layers: tuple[str, ...], steps: tuple[int, ...], token: int
+    record: Mapping[str, torch.Tensor], layers: tuple[str, ...], steps: tuple[int, ...], token: int | Sequence[int]
 ) -> torch.Tensor:
-    """The selected token's map per step, layers averaged on the finest of their grids: [S, h, w]."""
+    """The selected token's map per step (several tokens: their maps summed), layers averaged on the
+    finest of their grids: [S, h, w]."""
+    tokens = [token] if isinstance(token, int) else list(token)
     missing = [map_key(layer, step) for layer in layers for step in steps if map_key(layer, step) not in record]
     if missing:
         raise KeyError(f"pass-1 record lacks maps {missing}; it holds {sorted(record)}")
@@ -73,7 +75,7 @@ def step_maps(
     finest = max(grids.values(), key=lambda hw: hw[0] * hw[1])
     per_step = []
     for step in steps:
-        layer_maps = [resize(record[map_key(layer, step)][..., token].float(), finest) for layer in layers]
+        layer_maps = [resize(record[map_key(layer, step)][..., tokens].float().sum(-1), finest) for layer in layers]
         per_step.append(torch.stack(layer_maps).mean(dim=0))
     return torch.stack(per_step)  # [S, h, w]
 

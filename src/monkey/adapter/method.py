@@ -38,9 +38,10 @@ class MonkeyMethod(Method):
         batch = SubjectBatch(
             prompts=[r.prompt for r in requests],
             seeds=[r.seed for r in requests],
-            image_embeds=self.embedder.batch([r.item.source for r in requests]),  # [n, 1, D]
+            image_embeds=self.embedder.batch([r.item.source for r in requests]),  # [n, 1, D] or [n, 1, S, D]
             height=height,
             width=width,
+            negative_embeds=self.embedder.negative_embeds(),
         )
         output = self.sampler(batch, labels=[r.item.item_id for r in requests])
         latent_hw = self.sampler.latent_hw(batch)

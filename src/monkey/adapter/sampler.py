@@ -30,6 +30,7 @@ from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, Snapshot, call_identity, resumable, union
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
+from monkey.prompt_embeds import prompt_embeds
 from monkey.subject_embeds import uses_cfg
 
 Record = dict[str, torch.Tensor]  # "<layer>@<step>" -> [h, w, T] fp32, one item's pass-1 maps
@@ -38,21 +39,23 @@ Record = dict[str, torch.Tensor]  # "<layer>@<step>" -> [h, w, T] fp32, one item
 @dataclass
 class SubjectBatch:
     """One pipeline call: prompts and seeds, with one subject embedding for every item ([1, 1, D])
-    or one per item ([n, 1, D]: several subjects in one call, see monkey.item_embeds)."""
+    or one per item ([n, 1, D]: several subjects in one call, see monkey.item_embeds). Adapters that
+    read hidden states (the plus ones) take [., 1, S, D] instead, with their CFG negative."""
 
     prompts: list[str]
     seeds: list[int]
     image_embeds: torch.Tensor  # [1, 1, D] shared, or [n, 1, D] per item: CLIP image embeddings
     height: int
     width: int
+    negative_embeds: torch.Tensor | None = None  # [1, 1, ...] the CFG negative; None: zeros (base adapters)
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.seeds):
             raise ValueError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds")
-        if self.image_embeds.ndim != 3 or self.image_embeds.shape[0] not in (1, len(self.prompts)):
+        if self.image_embeds.ndim not in (3, 4) or self.image_embeds.shape[0] not in (1, len(self.prompts)):
             raise ValueError(
                 f"image embeddings {tuple(self.image_embeds.shape)}: expected [1, 1, D] or one per item "
-                f"[{len(self.prompts)}, 1, D]"
+                f"[{len(self.prompts)}, 1, D] (hidden states: [., 1, S, D])"
             )
 
     def __len__(self) -> int:
@@ -131,12 +134,7 @@ class MonkeySampler:
     @torch.no_grad()
     def encode_text(self, batch: SubjectBatch) -> dict[str, torch.Tensor]:
         """Prompt embeddings for both passes, as the pipeline itself would compute them."""
-        positive, negative = self.pipe.encode_prompt(batch.prompts, self.device, 1, self.guided)
-        return (
-            {"prompt_embeds": positive, "negative_prompt_embeds": negative}
-            if self.guided
-            else {"prompt_embeds": positive}
-        )
+        return prompt_embeds(self.pipe, batch.prompts, self.device, self.guided)
 
     def call_kwargs(self, batch: SubjectBatch, text: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The pipeline call's arguments, except `ip_adapter_image_embeds` (see `subjects`)."""
@@ -151,8 +149,8 @@ class MonkeySampler:
     def subjects(self, batch: SubjectBatch) -> AbstractContextManager[list[torch.Tensor]]:
         """Each item's own subject embedding in every UNet evaluation of the block; yields the
         `ip_adapter_image_embeds` argument of the call."""
-        embeds = batch.item_embeds().to(self.device, self.pipe.unet.dtype)  # [n, 1, D]
-        return item_image_embeds(self.pipe.unet, embeds, self.guided)
+        embeds = batch.item_embeds().to(self.device, self.pipe.unet.dtype)  # [n, 1, D] or [n, 1, S, D]
+        return item_image_embeds(self.pipe.unet, embeds, self.guided, batch.negative_embeds)
 
     def latent_hw(self, batch: SubjectBatch) -> tuple[int, int]:
         factor = self.pipe.vae_scale_factor

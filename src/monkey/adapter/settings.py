@@ -43,7 +43,9 @@ def check_range(key: str, steps: tuple[int, ...], loop_steps: int, steps_key: st
 class MonkeySettings:
     # mask pass (pass 1)
     layers: tuple[str, ...] = (PAPER_LAYER,)  # attn2 layers whose maps are averaged
-    token: int = 1  # image token whose attention is the subject (0-based, of the adapter's 4)
+    # image token(s) whose attention is the subject (0-based): one index, or a list whose maps are summed
+    # (the plus adapters have 16 tokens); `tokens` is the tuple form
+    token: int | tuple[int, ...] = 1
     capture_steps: tuple[int, ...] = (1, 2)
     initial_steps: int = 4
     initial_scale: float = 1.0  # IP-Adapter scale in pass 1
@@ -88,8 +90,12 @@ class MonkeySettings:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r} is not allowed; choose one of {list(allowed)}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ConfigError(f"method.threshold={self.threshold!r} must lie in [0, 1] (maps are min-max normalised)")
-        if int(self.token) < 0:
-            raise ConfigError(f"method.token={self.token!r} must be a 0-based image-token index")
+        object.__setattr__(self, "token", token_value(self.token))
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The selected image tokens, whose maps are summed: (token,) for a single index."""
+        return (self.token,) if isinstance(self.token, int) else self.token
 
     @property
     def last_capture_step(self) -> int:
@@ -116,8 +122,37 @@ class MonkeySettings:
             raise ConfigError(
                 f"method.layers has unknown layer(s) {unknown}; the model's attn2 layers are: {list(attn2_layers)}"
             )
-        if self.token >= num_image_tokens:
-            raise ConfigError(
-                f"method.token={self.token} is outside 0..{num_image_tokens - 1} "
-                f"(the IP-Adapter has {num_image_tokens} image tokens)"
-            )
+        check_tokens(self.token, num_image_tokens)
+
+
+def token_value(token: object) -> int | tuple[int, ...]:
+    """`method.token` as an int, or a tuple of distinct ints for a list (in the given order)."""
+    items = [token] if isinstance(token, int) else token
+    if isinstance(token, str | bytes | float | bool) or not isinstance(items, Iterable):
+        raise ConfigError(f"method.token={token!r} must be a 0-based image-token index or a list of them")
+    values = list(items)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"method.token={token!r} must be a 0-based image-token index or a non-empty list of them")
+    if any(v < 0 for v in values):
+        raise ConfigError(f"method.token={token!r} has negative indices; image tokens are 0-based")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"method.token={token!r} lists a token twice; list each token once")
+    return values[0] if isinstance(token, int) else tuple(values)
+
+
+def check_tokens(token: int | tuple[int, ...], num_image_tokens: int) -> None:
+    """Token indices must exist in the loaded adapter, and a list must leave at least one token out:
+    the image-token softmax sums to 1 over all tokens, so their summed map is constant (no mask)."""
+    tokens = (token,) if isinstance(token, int) else token
+    shown = token if isinstance(token, int) else list(token)
+    outside = [t for t in tokens if t >= num_image_tokens]
+    if outside:
+        raise ConfigError(
+            f"method.token={shown} is outside 0..{num_image_tokens - 1} "
+            f"(the IP-Adapter has {num_image_tokens} image tokens)"
+        )
+    if len(tokens) == num_image_tokens and num_image_tokens > 1:
+        raise ConfigError(
+            f"method.token={shown} lists all {num_image_tokens} image tokens: their attention sums to 1 at "
+            "every position, so the summed map is constant; leave at least one token out"
+        )

@@ -4,6 +4,7 @@
     monkey-attention subject=cat prompt_index=3 'steps=[1,2]' rows=layers --out figs/cat
     monkey-attention 'layers=[up_blocks.1.attentions.1]' 'words=[dog,snow]' 'tokens=[1]' norm=shared
     monkey-attention model=lcm_dreamshaper generation.height=512 generation.width=512   # the paper's model, GPU
+    monkey-attention rank masks.dir=masks/ subjects=8          # rank (layer, token, step) by IoU (conf/rank.yaml)
 
 Arguments are Hydra overrides of conf/attention.yaml (the benchmark's config plus the figure's keys:
 subject, image_id, prompt_index, seed_index, prompt, layers, steps, rows, words, tokens, norm, cmap,
@@ -31,6 +32,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rank"]:
+        from monkey.rank.cli import main as rank_main
+
+        return rank_main(argv[1:])
     args = parse(argv)
     quiet_libraries()
     try:

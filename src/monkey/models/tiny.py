@@ -113,6 +113,7 @@ UNET_CHANGES: dict[str, dict[str, Any]] = {
     "sd14": {"layers_per_block": 2},
     "perflow": {"layers_per_block": 2},
 }
+SDXL_FAMILIES = ("sdxl", "sdxl_turbo")  # monkey.models.tiny_sdxl
 EXTRA_WORDS = ("a", "photo", "of", "the", "character", "in", "on", "with", "and")
 
 
@@ -132,7 +133,8 @@ def tokenizer_words() -> list[str]:
 
 def tiny_spec(family: str, seed: int) -> dict[str, Any]:
     if family not in PIPELINES:
-        raise ConfigError(f"model.tiny={family!r} is not a tiny family; choose one of {sorted([*PIPELINES, 'sd3'])}")
+        families = sorted([*PIPELINES, "sd3", *SDXL_FAMILIES])
+        raise ConfigError(f"model.tiny={family!r} is not a tiny family; choose one of {families}")
     unet = dict(UNET, **UNET_CHANGES[family])
     return {
         "family": family,
@@ -244,6 +246,11 @@ def materialize_tiny(family: str, seed: int = 0) -> TinyPaths:
 
         spec = tiny_sd3_spec(seed, tokenizer_words(), tiny_spec("sd", seed)["libs"])
         write = write_tiny_sd3
+    elif family in SDXL_FAMILIES:  # Stable Diffusion XL and its two h94 adapters (monkey.models.tiny_sdxl)
+        from monkey.models.tiny_sdxl import tiny_sdxl_spec, write_tiny_sdxl
+
+        spec = tiny_sdxl_spec(family, seed, tokenizer_words(), tiny_spec("sd", seed)["libs"])
+        write = write_tiny_sdxl
     else:
         spec = tiny_spec(family, seed)
         write = write_tiny
