@@ -29,6 +29,7 @@ from mkdocs_hooks import records_markdown  # noqa: E402
 # every conf/method/<name>.yaml and the page that documents it (a new method needs a line here)
 METHOD_PAGES = {
     "monkey": "monkey.md",
+    "monkey_sdxl": "sdxl.md",
     "ip_adapter_1.0": "methods/ip_adapter.md",
     "ip_adapter_0.5": "methods/ip_adapter.md",
     "text_only": "methods/ip_adapter.md",
