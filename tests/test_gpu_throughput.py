@@ -79,7 +79,7 @@ def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benc
     path = benchmark.main(args)
     record = json.loads(path.read_text())
     assert record["other"] == {"kept": True}  # the other sections stay
-    variants = {v["variant"]: v for v in record["speedups"]["variants"]}
+    variants = {v["variant"]: v for v in record["speedups_cpu"]["variants"]}
     assert list(variants) == [name for name, _, _ in benchmark.SPEEDUP_VARIANTS]
     for name in ("channels_last", "sdpa_backend=math", "sdpa_backend=flash"):  # the CPU's two SDPA backends
         v = variants[name]
