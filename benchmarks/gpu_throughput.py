@@ -422,7 +422,7 @@ SPEEDUP_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [
     ("cuda_graphs", {"cuda_graphs": True}, True),
     ("compile=default", {"compile": "default"}, False),
     ("compile=reduce-overhead", {"compile": "reduce-overhead"}, True),  # CUDA graphs per compiled region
-    ("compile=max-autotune-no-cudagraphs", {"compile": "max-autotune-no-cudagraphs"}, True),
+    ("compile=max-autotune-no-cudagraphs", {"compile": "max-autotune-no-cudagraphs"}, True),  # long autotuning
 ]
 COMPILE_RESERVE_S = 150.0  # a compile variant starts only with this much of the budget left (inductor builds)
 
