@@ -963,6 +963,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"{med['monkey']:.2f}, {med['monkey_no_early_exit']:.2f} |",
             "",
         ]
+    if record.get("provenance"):  # how the device run above was made, written beside it by whoever ran it
+        lines += [f"Provenance: {record['provenance']}", ""]
     lines += speedups_markdown(record.get("speedups")) + speedups_markdown(record.get("speedups_cpu"))
     return "\n".join(lines)
 
