@@ -828,6 +828,63 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
+    """Where MONKEY's time goes on a CPU (fp32, real shapes, batch 1), each part timed on its own in
+    rotating rounds: prompt encoding, pass 1 (to the capture layer), the mask maths, pass 2 to latents,
+    the VAE decode; beside them IP-Adapter's whole call and one UNet evaluation."""
+    device = torch.device("cpu")
+    torch.set_flush_denormal(True)
+    load_start = os.getloadavg()
+    shapes, size = (QUICK, 64) if args.quick else (Shapes(), args.cpu_size)  # --quick: tiny, for a smoke run
+    with tempfile.TemporaryDirectory(prefix="monkey-cpu-breakdown-") as folder:
+        pipe = build_pipeline(Path(folder), shapes, device, torch.float32, torch.float32)
+    sampler = MonkeySampler(pipe, MonkeySettings())
+    work = Workload(pipe, sampler, shapes, 1, size, device)
+    batch, text = work.batch, sampler.encode_text(work.batch)
+    records = sampler.record(batch, text).records
+    masks = sampler.masks(records, batch)[1]
+    latents = sampler.final(batch, masks, text, output_type="latent")
+    parts: dict[str, Callable[[], Any]] = {
+        "text_encoder": lambda: sampler.encode_text(batch),
+        "pass1_to_capture_layer": lambda: sampler.record(batch, text),
+        "mask_maths": lambda: sampler.masks(records, batch),
+        "pass2_to_latents": lambda: sampler.final(batch, masks, text, output_type="latent"),
+        "vae_decode_and_pil": lambda: pipe.image_processor.postprocess(
+            pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample, output_type="pil"
+        ),
+        "ip_adapter_call": work.ip_adapter,
+        "unet_evaluation": lambda: pipe(
+            **sampler.call_kwargs(batch, text),
+            ip_adapter_image_embeds=[work.embeds],
+            num_inference_steps=1,
+            output_type="latent",
+        ),
+    }
+    names = list(parts)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.no_grad():
+        for index in range(args.pairs):
+            order = names[index % len(names) :] + names[: index % len(names)]
+            for name in order:
+                times[name].append(timed(parts[name], device))
+            log(f"round {index + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    monkey = sum(median[n] for n in names[:5])
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "versions": versions(),
+        "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
+        "seconds": times,
+        "median_s": median,
+        "monkey_sum_of_parts_s": monkey,
+        "monkey_sum_over_ip_adapter": monkey / median["ip_adapter_call"],
+        "pass1_in_unet_evaluations": median["pass1_to_capture_layer"] / median["unet_evaluation"],
+        "mask_maths_share_of_monkey": median["mask_maths"] / monkey,
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
@@ -963,6 +1020,28 @@ def markdown(record: dict[str, Any]) -> str:
             f"{med['monkey']:.2f}, {med['monkey_no_early_exit']:.2f} |",
             "",
         ]
+    breakdown = record.get("cpu_breakdown")
+    if breakdown is not None:
+        med, m = breakdown["median_s"], breakdown["machine"]
+        lines += [
+            "## CPU: where MONKEY's time goes",
+            "",
+            f"{breakdown['created']}, commit {breakdown['git_commit']}; load average "
+            f"{tuple(round(x, 2) for x in m['load_average_start'])} at start, "
+            f"{tuple(round(x, 2) for x in m['load_average_end'])} at end (shared machine). "
+            f"{'Tiny shapes' if breakdown['settings'].get('quick') else 'Real architecture'}, "
+            f"{breakdown['settings']['size']} px, fp32, batch 1, medians of {breakdown['settings']['rounds']} "
+            "rotating rounds, each part timed alone.",
+            "",
+            "| part | seconds |",
+            "|---|---|",
+            *[f"| {name} | {value:.2f} |" for name, value in med.items()],
+            "",
+            f"MONKEY as the sum of its parts / IP-Adapter: {breakdown['monkey_sum_over_ip_adapter']:.3f}; pass 1 "
+            f"costs {breakdown['pass1_in_unet_evaluations']:.2f} UNet evaluations; the mask maths "
+            f"{breakdown['mask_maths_share_of_monkey']:.2%} of MONKEY's time.",
+            "",
+        ]
     if record.get("provenance"):  # how the device run above was made, written beside it by whoever ran it
         lines += [f"Provenance: {record['provenance']}", ""]
     lines += speedups_markdown(record.get("speedups")) + speedups_markdown(record.get("speedups_cpu"))
@@ -1024,6 +1103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks", help="folder of the record")
     parser.add_argument("--quick", action="store_true", help="CPU, tiny shapes, batch sizes 1 and 2 (for the tests)")
     parser.add_argument("--cpu-record", action="store_true", help="CPU fp32 MONKEY / IP-Adapter, real shapes")
+    parser.add_argument("--cpu-breakdown", action="store_true", help="CPU fp32: where MONKEY's time goes, real shapes")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--size", type=int, default=512)
@@ -1051,6 +1131,8 @@ def main(argv: list[str] | None = None) -> Path:
         torch.set_num_threads(threads)
     if args.cpu_record:
         path = write_record(args.out, "cpu_ratio", cpu_ratio(args))
+    elif args.cpu_breakdown:
+        path = write_record(args.out, "cpu_breakdown", cpu_breakdown(args))
     elif args.speedups:  # a CPU's figures (--quick) and a device's are kept side by side
         path = write_record(args.out, "speedups_cpu" if args.quick else "speedups", measure_speedups(args))
     else:
