@@ -58,13 +58,15 @@ def eager_and_compiled():
         pipe = load_runtime_pipeline(runtime(compile="default"))
         compiled = monkey_with_counts(pipe)
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        again = monkey_with_counts(pipe)  # a second call reuses the graphs (no recompile past the limit)
-    return eager, compiled, again, pipe, graphs
+        again = monkey_with_counts(pipe)  # a second call reuses the graphs
+        graphs_again = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    return eager, compiled, again, pipe, (graphs, graphs_again)
 
 
 def test_compiled_monkey_records_masks_and_images_as_eager(eager_and_compiled):
-    (eager, _), (compiled, _), (again, _), pipe, graphs = eager_and_compiled
-    assert is_compiled(pipe.unet) and graphs > 0  # the forward really went through Dynamo
+    (eager, _), (compiled, _), (again, _), pipe, (graphs, graphs_again) = eager_and_compiled
+    assert is_compiled(pipe.unet) and graphs > 0  # the forward really went through Dynamo ...
+    assert graphs_again == graphs  # ... and a second call with new processors and controllers built none
     for output in (compiled, again):
         for item in range(2):
             record, reference = output.pass1.records[item], eager.pass1.records[item]
