@@ -13,14 +13,17 @@ scores): images per second through `embed_images` (preprocessing included) and t
     python benchmarks/gpu_throughput.py                      # CUDA, 512 px, fp16; finishes within --budget-s
     python benchmarks/gpu_throughput.py --quick --out /tmp/x # CPU, tiny shapes, seconds (the tests run this)
     python benchmarks/gpu_throughput.py --cpu-record         # CPU fp32 256 px MONKEY / IP-Adapter, interleaved
+    python benchmarks/gpu_throughput.py --speedups --budget-s 420   # CUDA: each runtime speed-up key on MONKEY
 
-Each run updates its own section of results/benchmarks/gpu_throughput.json (`throughput` or `cpu_ratio`)
+Each run updates its own section of results/benchmarks/gpu_throughput.json (`throughput`, `cpu_ratio` or
+`speedups`)
 and keeps the other, then rewrites gpu_throughput.md from both. The time budget covers model construction
 and warm-up; batch sizes that would not fit are skipped and listed in the record.
 """
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -43,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
 from monkey.atomic import atomic_write_bytes
+from monkey.errors import MonkeyError
 from monkey.item_embeds import item_image_embeds
 from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer
 from monkey.models.vae_precision import keep_vae_in
@@ -411,52 +415,163 @@ def flop_profile(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device
     }
 
 
-def measure_variants(
-    pipe, sampler: MonkeySampler, shapes: Shapes, batch_size: int, size: int, device, deadline: float
-) -> list[dict[str, Any]]:
-    """MONKEY and IP-Adapter under each speed-up at one batch size: channels-last UNet and VAE, and each
-    SDPA backend the device offers. Same inputs as the batch table; stops at `deadline`."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+# ---- the speed-up keys (--speedups) --------------------------------------------------------------------
+# (name, runtime keys, needs CUDA), cheapest first: the budget drops the compile variants before the rest
+SPEEDUP_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [
+    ("channels_last", {"channels_last": True}, False),
+    *[(f"sdpa_backend={name}", {"sdpa_backend": name}, False) for name in ("math", "flash", "efficient", "cudnn")],
+    ("cuda_graphs", {"cuda_graphs": True}, True),
+    ("compile=default", {"compile": "default"}, False),
+    ("compile=reduce-overhead", {"compile": "reduce-overhead"}, True),  # CUDA graphs per compiled region
+    ("compile=max-autotune-no-cudagraphs", {"compile": "max-autotune-no-cudagraphs"}, True),  # long autotuning
+]
+COMPILE_RESERVE_S = 150.0  # a compile variant starts only with this much of the budget left (inductor builds)
 
+
+@contextlib.contextmanager
+def speedup_applied(pipe, keys: dict[str, Any], device: torch.device):
+    """The runtime keys on a built pipeline, as monkey.models.speedups applies them (load, then around
+    each call), and undone on exit; a compiled forward is kept per mode and swapped in, not rebuilt."""
+    import torch._dynamo
+
+    from monkey.models import speedups
+
+    chosen = speedups.Speedups(**keys)
+    speedups.refuse_cuda_graphs(chosen)
+    if chosen.channels_last:
+        for module in (pipe.unet, pipe.vae):
+            module.to(memory_format=torch.channels_last)
+    if chosen.compile is not None:
+        compiled = COMPILED.get(chosen.compile)
+        if compiled is None:
+            torch._dynamo.reset()  # another mode's graphs would count against this one's recompile limit
+            COMPILED.clear()
+            speedups.compile_unet_forward(pipe.unet, chosen.compile)
+            COMPILED[chosen.compile] = pipe.unet.forward
+        else:
+            pipe.unet.forward = compiled
+    try:
+        with speedups.sampling(chosen, device):
+            yield
+    finally:
+        vars(pipe.unet).pop("forward", None)  # the class's eager forward again
+        for module in (pipe.unet, pipe.vae):
+            module.to(memory_format=torch.contiguous_format)
+
+
+COMPILED: dict[str, Any] = {}  # compile mode -> the UNet's compiled forward (its graphs stay warm)
+
+
+def speedup_applied_call(pipe, keys: dict[str, Any], device: torch.device, fn: Callable[[], Any]) -> Any:
+    with speedup_applied(pipe, keys, device):
+        return fn()
+
+
+def pixels_of(images: list[Any]) -> Any:
+    import numpy as np
+
+    return np.stack([np.asarray(image, dtype=np.int16) for image in images])  # [n, H, W, 3], 0..255
+
+
+def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
+    """MONKEY at one batch size under each `runtime:` speed-up key against the plain run, in interleaved
+    pairs (plain, variant, variant, plain, ...): time per call, the first call's seconds (compilation),
+    and how far the images and masks move. Variants the device lacks or the budget leaves no room for are
+    listed with the reason."""
+    start = time.perf_counter()
+    quick = args.quick
+    device = torch.device("cpu" if quick else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run --speedups with --quick on a CPU")
+    dtype = torch.float32 if quick else {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
+        args.dtype, torch.float32
+    )
+    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    shapes, size = (QUICK, 64) if quick else (Shapes(), args.size)
+    batch_size = 2 if quick else args.speedups_batch
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="monkey-speedups-") as folder:
+        pipe = build_pipeline(Path(folder), shapes, device, dtype, vae_dtype)
+    sampler = MonkeySampler(pipe, MonkeySettings())
     work = Workload(pipe, sampler, shapes, batch_size, size, device)
-    variants: list[tuple[str, Callable[[], Any]]] = [("baseline", contextlib.nullcontext)]
-    backends = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
-    if device.type != "cuda":
-        backends = ("FLASH_ATTENTION", "MATH")  # the CPU's two
-    for backend in backends:
-        value = getattr(SDPBackend, backend)
-        variants.append((f"sdpa={backend.lower()}", lambda value=value: sdpa_kernel([value])))
-    variants.append(("channels_last", contextlib.nullcontext))
-    out = []
-    for name, context in variants:
-        if time.perf_counter() > deadline:
-            out.append({"variant": name, "skipped": "budget"})
+
+    def monkey() -> Any:
+        output = sampler(work.batch)
+        return output.images, output.image_masks
+
+    plain_images, plain_masks = monkey()  # warm-up, and the reference images
+    plain_pixels = pixels_of(plain_images)
+    deadline = start + args.budget_s
+    results: list[dict[str, Any]] = []
+    for variant, keys, needs_cuda in SPEEDUP_VARIANTS:
+        left = deadline - time.perf_counter()
+        entry: dict[str, Any] = {"variant": variant, "keys": keys}
+        if needs_cuda and device.type != "cuda" and variant != "cuda_graphs":
+            results.append({**entry, "skipped": "needs a CUDA device"})
             continue
-        if name == "channels_last":
-            pipe.unet.to(memory_format=torch.channels_last)
-            pipe.vae.to(memory_format=torch.channels_last)
+        if left < (COMPILE_RESERVE_S if "compile" in keys else 15.0):
+            results.append({**entry, "skipped": f"budget: {left:.0f} s left of {args.budget_s:.0f} s"})
+            log(f"speed-up {variant}: skipped, {results[-1]['skipped']}")
+            continue
+        variant_call = functools.partial(speedup_applied_call, pipe, keys, device, monkey)
         try:
-            with context():
-                times = {m: [] for m in ("ip_adapter", "monkey")}
-                for fn in (work.ip_adapter, work.monkey):
-                    fn()  # warm-up (and a refusal, for a backend these shapes cannot use)
-                for _ in range(2):
-                    times["ip_adapter"].append(timed(work.ip_adapter, device))
-                    times["monkey"].append(timed(work.monkey, device))
-            out.append(
-                {
-                    "variant": name,
-                    "batch_size": batch_size,
-                    "ip_adapter_images_per_s": batch_size / statistics.median(times["ip_adapter"]),
-                    "monkey_images_per_s": batch_size / statistics.median(times["monkey"]),
-                }
-            )
-        except RuntimeError as err:  # e.g. no kernel of that backend for these shapes or this device
-            out.append({"variant": name, "error": str(err).splitlines()[0][:200]})
-        log(f"variant {out[-1]}")
-    pipe.unet.to(memory_format=torch.contiguous_format)
-    pipe.vae.to(memory_format=torch.contiguous_format)
-    return out
+            first = time.perf_counter()
+            with speedup_applied(pipe, keys, device):
+                images, masks = monkey()
+            entry["first_call_s"] = time.perf_counter() - first
+            if "compile" in keys:  # some graphs are only built on the second call (CPU: 8.8 s of 0.9 s)
+                entry["second_call_s"] = timed(variant_call, device)
+        except (RuntimeError, MonkeyError) as err:  # a refusal, or no kernel of that backend here
+            results.append({**entry, "error": " ".join(str(err).split())[:400]})
+            log(f"speed-up {variant}: {results[-1]['error']}")
+            continue
+        plain_s: list[float] = []
+        variant_s: list[float] = []
+        for index in range(args.speedup_pairs):
+            for which in ("plain", "variant") if index % 2 == 0 else ("variant", "plain"):
+                if which == "plain":
+                    plain_s.append(timed(monkey, device))
+                else:
+                    variant_s.append(timed(variant_call, device))
+        ratio = statistics.median(v / p for v, p in zip(variant_s, plain_s, strict=True))
+        results.append(
+            {
+                **entry,
+                "batch_size": batch_size,
+                "plain_s": plain_s,
+                "variant_s": variant_s,
+                "variant_over_plain": ratio,
+                "plain_images_per_s": batch_size / statistics.median(plain_s),
+                "variant_images_per_s": batch_size / statistics.median(variant_s),
+                "max_pixel_difference": int(abs(pixels_of(images) - plain_pixels).max()),
+                "masks_equal": bool(torch.equal(masks.cpu(), plain_masks.cpu())),
+            }
+        )
+        log(
+            f"speed-up {variant}: {ratio:.3f} x the plain time (first call {entry['first_call_s']:.1f} s), "
+            f"pixels move by up to {results[-1]['max_pixel_difference']}, masks equal {results[-1]['masks_equal']}"
+        )
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "quick": quick,
+        "device": str(device),
+        "device_name": name,
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "versions": versions(),
+        "settings": {
+            "size": size,
+            "dtype": str(dtype).removeprefix("torch."),
+            "vae_dtype": str(vae_dtype).removeprefix("torch."),
+            "batch_size": batch_size,
+            "pairs": args.speedup_pairs,
+            "budget_s": args.budget_s,
+            "shapes": asdict(shapes),
+        },
+        "variants": results,
+        "wall_s": time.perf_counter() - start,
+    }
 
 
 # ---- the evaluation stage -----------------------------------------------------------------------------
@@ -597,11 +712,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         )
     independence = batch_independence(pipe, sampler, shapes, size, device)
     log(f"batch independence: {independence}")
-    variants = []
-    if results and not args.no_variants:
-        variant_batch = max(r["batch_size"] for r in results if r["batch_size"] <= args.variant_batch)
-        deadline = start + args.budget_s - args.reserve_s
-        variants = measure_variants(pipe, sampler, shapes, variant_batch, size, device, deadline)
     del pipe, sampler
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -668,7 +778,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "image_encoder_subjects_per_s": 8 / encoder_s,
         "flops": flops,
         "batches": results,
-        "speedups": variants,
         "batch_independence": independence,
         "skipped": skipped,
         "evaluation": evaluation,
@@ -716,6 +825,59 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
         "monkey_over_ip_adapter": ratio,
         "monkey_no_early_exit_over_ip_adapter": ratio_whole,
         "target": {"value": 1.30, "pass": ratio <= 1.30},
+    }
+
+
+def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
+    """Where MONKEY's time goes on a CPU (fp32, real shapes, batch 1), each part timed on its own in
+    rotating rounds: prompt encoding, pass 1 (to the capture layer), the mask maths, pass 2 to latents,
+    the VAE decode; beside them IP-Adapter's whole call. Pass 1 is also given in pass-2 steps."""
+    device = torch.device("cpu")
+    torch.set_flush_denormal(True)
+    load_start = os.getloadavg()
+    shapes, size = (QUICK, 64) if args.quick else (Shapes(), args.cpu_size)  # --quick: tiny, for a smoke run
+    with tempfile.TemporaryDirectory(prefix="monkey-cpu-breakdown-") as folder:
+        pipe = build_pipeline(Path(folder), shapes, device, torch.float32, torch.float32)
+    sampler = MonkeySampler(pipe, MonkeySettings())
+    work = Workload(pipe, sampler, shapes, 1, size, device)
+    batch, text = work.batch, sampler.encode_text(work.batch)
+    records = sampler.record(batch, text).records
+    masks = sampler.masks(records, batch)[1]
+    latents = sampler.final(batch, masks, text, output_type="latent")
+    parts: dict[str, Callable[[], Any]] = {
+        "text_encoder": lambda: sampler.encode_text(batch),
+        "pass1_to_capture_layer": lambda: sampler.record(batch, text),
+        "mask_maths": lambda: sampler.masks(records, batch),
+        "pass2_to_latents": lambda: sampler.final(batch, masks, text, output_type="latent"),
+        "vae_decode_and_pil": lambda: pipe.image_processor.postprocess(
+            pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample, output_type="pil"
+        ),
+        "ip_adapter_call": work.ip_adapter,
+    }
+    names = list(parts)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.no_grad():
+        for index in range(args.pairs):
+            order = names[index % len(names) :] + names[: index % len(names)]
+            for name in order:
+                times[name].append(timed(parts[name], device))
+            log(f"round {index + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    monkey = sum(median[n] for n in names[:5])
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "versions": versions(),
+        "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
+        "seconds": times,
+        "median_s": median,
+        "monkey_sum_of_parts_s": monkey,
+        "monkey_sum_over_ip_adapter": monkey / median["ip_adapter_call"],
+        # in pass 2's evaluations (a 1-step call is no unit: its timing stood apart from the loop's steps)
+        "pass1_in_unet_evaluations": median["pass1_to_capture_layer"]
+        / (median["pass2_to_latents"] / sampler.settings.final_steps),
+        "mask_maths_share_of_monkey": median["mask_maths"] / monkey,
     }
 
 
@@ -854,7 +1016,64 @@ def markdown(record: dict[str, Any]) -> str:
             f"{med['monkey']:.2f}, {med['monkey_no_early_exit']:.2f} |",
             "",
         ]
+    breakdown = record.get("cpu_breakdown")
+    if breakdown is not None:
+        med, m = breakdown["median_s"], breakdown["machine"]
+        lines += [
+            "## CPU: where MONKEY's time goes",
+            "",
+            f"{breakdown['created']}, commit {breakdown['git_commit']}; load average "
+            f"{tuple(round(x, 2) for x in m['load_average_start'])} at start, "
+            f"{tuple(round(x, 2) for x in m['load_average_end'])} at end (shared machine). "
+            f"{'Tiny shapes' if breakdown['settings'].get('quick') else 'Real architecture'}, "
+            f"{breakdown['settings']['size']} px, fp32, batch 1, medians of {breakdown['settings']['rounds']} "
+            "rotating rounds, each part timed alone.",
+            "",
+            "| part | seconds |",
+            "|---|---|",
+            *[f"| {name} | {value:.2f} |" for name, value in med.items()],
+            "",
+            f"MONKEY as the sum of its parts / IP-Adapter: {breakdown['monkey_sum_over_ip_adapter']:.3f}; pass 1 "
+            f"costs {breakdown['pass1_in_unet_evaluations']:.2f} of pass 2's steps; the mask maths "
+            f"{breakdown['mask_maths_share_of_monkey']:.2%} of MONKEY's time.",
+            "",
+        ]
+    if record.get("provenance"):  # how the device run above was made, written beside it by whoever ran it
+        lines += [f"Provenance: {record['provenance']}", ""]
+    lines += speedups_markdown(record.get("speedups")) + speedups_markdown(record.get("speedups_cpu"))
     return "\n".join(lines)
+
+
+def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
+    if run is None:
+        return []
+    s, m = run["settings"], run["machine"]
+    lines = [
+        f"## Speed-up keys on MONKEY ({'CPU, tiny shapes' if run['quick'] else run['device_name']})",
+        "",
+        f"{run['created']}, commit {run['git_commit']}; torch {run['versions']['torch']}. {s['size']} px, UNet "
+        f"{s['dtype']}, batch {s['batch_size']}, {s['pairs']} interleaved (plain, variant) pairs per key; load "
+        f"average {tuple(round(x, 2) for x in m['load_average_start'])} at start, "
+        f"{tuple(round(x, 2) for x in m['load_average_end'])} at end; wall time {run['wall_s']:.0f} s "
+        f"(budget {s['budget_s']:.0f} s). Time ratio < 1 is faster; pixel difference in 0-255 levels against the "
+        "plain run's images.",
+        "",
+        "| runtime key | time / plain (median of pairs) | img/s plain -> key | first (/ second) call s | "
+        "max pixel diff | masks equal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in run["variants"]:
+        if "variant_over_plain" in v:
+            lines.append(
+                f"| {v['variant']} | {v['variant_over_plain']:.3f} | {v['plain_images_per_s']:.2f} -> "
+                f"{v['variant_images_per_s']:.2f} | {v['first_call_s']:.1f}"
+                f"{' / ' + format(v['second_call_s'], '.1f') if 'second_call_s' in v else ''} | "
+                f"{v['max_pixel_difference']} | "
+                f"{v['masks_equal']} |"
+            )
+        else:
+            lines.append(f"| {v['variant']} | {v.get('error') or 'skipped: ' + v['skipped']} | | | | |")
+    return [*lines, ""]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -880,6 +1099,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks", help="folder of the record")
     parser.add_argument("--quick", action="store_true", help="CPU, tiny shapes, batch sizes 1 and 2 (for the tests)")
     parser.add_argument("--cpu-record", action="store_true", help="CPU fp32 MONKEY / IP-Adapter, real shapes")
+    parser.add_argument("--cpu-breakdown", action="store_true", help="CPU fp32: where MONKEY's time goes, real shapes")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--size", type=int, default=512)
@@ -887,8 +1107,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per batch size (after one warm-up)")
     parser.add_argument("--budget-s", type=float, default=270.0, help="finish within this many seconds")
     parser.add_argument("--reserve-s", type=float, default=40.0, help="kept for the evaluation stage and writing")
-    parser.add_argument("--variant-batch", type=int, default=8, help="batch size of the speed-up variants")
-    parser.add_argument("--no-variants", action="store_true", help="skip the speed-up variants")
+    parser.add_argument(
+        "--speedups", action="store_true", help="only the runtime speed-up keys on MONKEY at one batch size"
+    )
+    parser.add_argument("--speedups-batch", type=int, default=16, help="--speedups: the batch size")
+    parser.add_argument("--speedup-pairs", type=int, default=4, help="--speedups: interleaved (plain, variant) pairs")
     parser.add_argument("--cpu-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")
     parser.add_argument(
@@ -904,6 +1127,10 @@ def main(argv: list[str] | None = None) -> Path:
         torch.set_num_threads(threads)
     if args.cpu_record:
         path = write_record(args.out, "cpu_ratio", cpu_ratio(args))
+    elif args.cpu_breakdown:
+        path = write_record(args.out, "cpu_breakdown", cpu_breakdown(args))
+    elif args.speedups:  # a CPU's figures (--quick) and a device's are kept side by side
+        path = write_record(args.out, "speedups_cpu" if args.quick else "speedups", measure_speedups(args))
     else:
         path = write_record(args.out, "throughput", throughput(args))
     log(f"wrote {path} and {path.with_suffix('.md')}")

@@ -341,6 +341,14 @@ def test_sizes_flux_cannot_make_are_refused(foreign_python, tmp_path):
     assert calls(checkout) == []
 
 
+def test_runtime_speedups_are_refused_for_a_method_in_its_own_process(foreign_python, tmp_path):
+    checkout = make_checkout(tmp_path, "af8c190")
+    cfg = compose_config(*freegraftor(checkout, foreign_python, "runtime.sdpa_backend=math"))
+    with pytest.raises(ConfigError, match=r"runtime speed-ups \{'sdpa_backend': 'math'\} .* its own process"):
+        generate_stage(cfg, tmp_path / "run")
+    assert calls(checkout) == [] and not (tmp_path / "run" / "images").exists()
+
+
 def test_freegraftor_fills_the_papers_freegraftor_row():
     names = dict(compose_config().eval.report.paper_names)
     summary = pd.DataFrame(

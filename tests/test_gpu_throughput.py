@@ -57,7 +57,7 @@ def test_quick_run_records_consistent_figures_and_keeps_other_sections(benchmark
 
 
 def test_a_spent_budget_skips_the_larger_batches_and_says_so(benchmark, tmp_path):
-    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "0", "--no-variants"])
+    path = benchmark.main(["--quick", "--out", str(tmp_path), "--budget-s", "0"])
     run = json.loads(path.read_text())["throughput"]
     assert [batch["batch_size"] for batch in run["batches"]] == [1]
     assert run["skipped"][0]["batch_size"] == 2 and "budget" in run["skipped"][0]["reason"]
@@ -68,3 +68,29 @@ def test_sheet_peaks_match_device_names(benchmark):
     assert benchmark.spec_peak("NVIDIA H100 80GB HBM3") == 989.4
     assert benchmark.spec_peak("NVIDIA H100 PCIe") == 756.0
     assert benchmark.spec_peak("NVIDIA A100-SXM4-80GB") == 312.0 and benchmark.spec_peak("AMD EPYC") is None
+
+
+def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benchmark, tmp_path):
+    """On a CPU: the layout and SDPA keys measured against the plain run, the backends a CPU lacks and CUDA
+    graphs refused with the key named, and compile left out by a budget too small for inductor's builds."""
+    (tmp_path / "gpu_throughput.json").write_text(json.dumps({"other": {"kept": True}}))
+    budget = benchmark.COMPILE_RESERVE_S - 1
+    args = ["--quick", "--speedups", "--speedup-pairs", "2", "--out", str(tmp_path), "--budget-s", str(budget)]
+    path = benchmark.main(args)
+    record = json.loads(path.read_text())
+    assert record["other"] == {"kept": True}  # the other sections stay
+    variants = {v["variant"]: v for v in record["speedups_cpu"]["variants"]}
+    assert list(variants) == [name for name, _, _ in benchmark.SPEEDUP_VARIANTS]
+    for name in ("channels_last", "sdpa_backend=math", "sdpa_backend=flash"):  # the CPU's two SDPA backends
+        v = variants[name]
+        ratios = [t / p for t, p in zip(v["variant_s"], v["plain_s"], strict=True)]
+        assert len(ratios) == 2 and v["variant_over_plain"] == pytest.approx(statistics.median(ratios))
+        assert v["variant_images_per_s"] == pytest.approx(2 / statistics.median(v["variant_s"]))
+        assert v["masks_equal"] and v["max_pixel_difference"] <= 2  # float rounding of other kernels only
+    for name in ("sdpa_backend=efficient", "sdpa_backend=cudnn"):
+        assert f"runtime.sdpa_backend='{name.split('=')[1]}' has no kernel" in variants[name]["error"]
+    assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]
+    assert "budget" in variants["compile=default"]["skipped"]
+    assert variants["compile=reduce-overhead"]["skipped"] == "needs a CUDA device"
+    text = path.with_suffix(".md").read_text()
+    assert "Speed-up keys on MONKEY" in text and "| channels_last |" in text

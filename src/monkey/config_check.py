@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
+from monkey.models.speedups import refuse_cuda_graphs, speedups_from_config
 from monkey.names import path_name
 
 VAE_FACTOR = 8  # the Stable Diffusion VAE's downsampling: image sides must be multiples of it
@@ -38,6 +39,7 @@ def check_job_config(cfg: DictConfig) -> None:
         if cfg.method.get(knob) is not None:
             count(cfg, f"method.{knob}", minimum=1)
     check_device(str(select(cfg, "runtime.device")), "runtime.device")
+    refuse_cuda_graphs(speedups_from_config(select(cfg, "runtime")))  # compile, sdpa_backend, ... values too
     count(cfg, "plan.seeds", minimum=1)
     integer(cfg, "plan.base_seed")
     if select(cfg, "plan.limit.prompts") is not None:

@@ -5,6 +5,7 @@ folder whose finished items were made with another config is refused, naming the
 rather than silently mixing two configs in one table.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
 from monkey.datasets.base import bad_image_policy, image_options, load_sources
-from monkey.errors import DataError, RunFolderError
+from monkey.errors import ConfigError, DataError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import (
     RUNTIME_ONLY_KEYS,
@@ -30,6 +31,7 @@ from monkey.methods.base import (
 )
 from monkey.methods.presets import MethodSpec, format_prompt, method_spec
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
+from monkey.models.speedups import sampling, speedups_from_config
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
 from monkey.shards import resolve_shard
@@ -59,6 +61,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
     method = {k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}
     # the VAE's precision, where it differs from the UNet's (absent otherwise, so older hashes hold)
     vae = {"vae_dtype": str(runtime.vae).removeprefix("torch.")} if runtime.vae != runtime.dtype else {}
+    speedups = runtime.speedups.hashed()  # compile, channels_last, sdpa_backend where set (they move pixels)
     return {
         "method_target": spec.method["_target_"],
         "method": method,
@@ -67,6 +70,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
         "subject_image": asdict(image_options(cfg.dataset)),  # fit/min/max change what the method sees
         "dtype": str(runtime.dtype).removeprefix("torch."),
         **vae,
+        **({"runtime": speedups} if speedups else {}),
         "preset": spec.describe(),
     }
 
@@ -146,7 +150,11 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     mine = [item for batch in my_batches for item in batch]
     spec = method_spec(cfg)
     runtime = resolve_runtime(
-        profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.get("vae_dtype", "auto")
+        profile_from_config(spec.model),
+        cfg.runtime.device,
+        cfg.runtime.dtype,
+        cfg.runtime.get("vae_dtype", "auto"),
+        speedups_from_config(cfg.runtime),
     )
     label = spec.name
     config = generation_config(cfg, runtime, spec)
@@ -186,6 +194,11 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     }
     # A streaming method (an external process) gets every unfinished item of the shard in one call.
     streaming = isinstance(method, StreamingMethod)
+    if streaming and runtime.speedups.hashed():
+        raise ConfigError(
+            f"runtime speed-ups {runtime.speedups.hashed()} apply to methods sampling in this process; method "
+            f"'{label}' runs in its own process, which they would not reach: leave them at their defaults"
+        )
     if isinstance(method, StreamingMethod):
         method.work_dir = Path(run_dir) / "external" / label / writer_id
     failed = 0
@@ -312,7 +325,9 @@ def timed_results(
         yield from method.stream(requests)
         return
     start = time.perf_counter()
-    results = method.generate(requests)
+    runtime = getattr(method, "runtime", None)  # every Method has one; bare test doubles may not
+    with sampling(runtime.speedups, runtime.device) if runtime else contextlib.nullcontext():  # sdpa_backend
+        results = method.generate(requests)
     elapsed = time.perf_counter() - start
     if len(results) != len(requests):
         raise RuntimeError(f"method {label} returned {len(results)} results for {len(requests)} requests")

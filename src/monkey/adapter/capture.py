@@ -138,7 +138,7 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
             attn, hidden_states, encoder_hidden_states, attention_mask, temb, scale, ip_adapter_masks
         )
         if self.recorder.active:
-            start = time.perf_counter()
+            start = time.perf_counter() if self.recorder.timed else 0.0  # no clock call under torch.compile
             self.recorder.add(self.layer, self.image_token_probs(attn, hidden_states, encoder_hidden_states, temb))
             if self.recorder.text:
                 probs = self.text_token_probs(attn, hidden_states, encoder_hidden_states, attention_mask, temb)

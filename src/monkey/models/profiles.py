@@ -7,7 +7,7 @@ profile only first writes its checkpoints and substitutes their local paths.
 import inspect
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import diffusers
@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.hashing import stable_hash, to_plain
+from monkey.models.speedups import Speedups, apply_to_pipeline
 from monkey.models.vae_precision import keep_vae_in
 from monkey.shards import launch_device
 
@@ -91,6 +92,7 @@ class Runtime:
     dtype: torch.dtype
     model: ModelProfile
     vae_dtype: torch.dtype | None = None  # None: the same as dtype
+    speedups: Speedups = field(default_factory=Speedups)  # runtime.compile / channels_last / sdpa_backend / cuda_graphs
 
     @property
     def vae(self) -> torch.dtype:
@@ -108,7 +110,11 @@ def vae_dtype_for(dtype: torch.dtype, vae_dtype: str = "auto") -> torch.dtype:
 
 
 def resolve_runtime(
-    model: ModelProfile, device: str = "auto", dtype: str = "auto", vae_dtype: str = "auto"
+    model: ModelProfile,
+    device: str = "auto",
+    dtype: str = "auto",
+    vae_dtype: str = "auto",
+    speedups: Speedups | None = None,
 ) -> Runtime:
     device = launch_device(device)  # one GPU per process under accelerate launch / torchrun
     if device == "auto":
@@ -124,7 +130,11 @@ def resolve_runtime(
     else:
         raise ConfigError(f"runtime.dtype={dtype!r} is not allowed; choose auto or one of {list(DTYPES)}")
     return Runtime(
-        device=torch_device, dtype=torch_dtype, model=model, vae_dtype=vae_dtype_for(torch_dtype, vae_dtype)
+        device=torch_device,
+        dtype=torch_dtype,
+        model=model,
+        vae_dtype=vae_dtype_for(torch_dtype, vae_dtype),
+        speedups=speedups or Speedups(),
     )
 
 
@@ -164,19 +174,29 @@ _LOADED: dict[str, diffusers.DiffusionPipeline] = {}
 
 
 def load_runtime_pipeline(runtime: Runtime) -> diffusers.DiffusionPipeline:
-    """The pipeline of a job's runtime: its model, device and precisions."""
-    return load_pipeline(runtime.model, runtime.device, runtime.dtype, runtime.vae_dtype)
+    """The pipeline of a job's runtime: its model, device, precisions and speed-ups."""
+    return load_pipeline(runtime.model, runtime.device, runtime.dtype, runtime.vae_dtype, runtime.speedups)
 
 
 def load_pipeline(
-    profile: ModelProfile, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype | None = None
+    profile: ModelProfile,
+    device: torch.device,
+    dtype: torch.dtype,
+    vae_dtype: torch.dtype | None = None,
+    speedups: Speedups | None = None,
 ) -> diffusers.DiffusionPipeline:
     """Load (or reuse) the profile's pipeline with its IP-Adapter. One pipeline is kept per process,
     so the jobs of an in-process multirun over methods of one model share it. `vae_dtype` (default:
-    `dtype`) keeps the VAE in another precision (monkey.models.vae_precision)."""
+    `dtype`) keeps the VAE in another precision (monkey.models.vae_precision); `speedups` are applied
+    once, after loading (monkey.models.speedups)."""
     profile = profile.resolved()
     vae_dtype = vae_dtype or dtype
-    key = stable_hash([repr(profile), str(device), str(dtype)] + ([str(vae_dtype)] if vae_dtype != dtype else []))
+    speedups = speedups or Speedups()
+    key = stable_hash(
+        [repr(profile), str(device), str(dtype)]
+        + ([str(vae_dtype)] if vae_dtype != dtype else [])
+        + ([repr(speedups)] if speedups != Speedups() else [])
+    )
     if key in _LOADED:
         return _LOADED[key]
     _LOADED.clear()
@@ -234,6 +254,7 @@ def load_pipeline(
             pipe.image_encoder.to(dtype)  # load_ip_adapter reads it in pipe.dtype, the first module's: the VAE's
         if getattr(pipe, "vae", None) is not None:
             keep_vae_in(pipe.vae, vae_dtype, dtype)
+    apply_to_pipeline(pipe, speedups)
     pipe.set_progress_bar_config(disable=True)
     _LOADED[key] = pipe
     return pipe

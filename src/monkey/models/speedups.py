@@ -1,0 +1,158 @@
+"""Optional speed-ups of the sampling loop, behind `runtime:` keys (all off by default).
+
+- `compile`: torch.compile of the UNet's `forward` only. The module's `__call__` stays eager, so the
+  forward pre-hooks that MONKEY's step controller and the per-item image embeddings install per call
+  run as Python before every evaluation; the recording processors run inside the compiled forward,
+  where Dynamo breaks the graph around their Python state (and around the early exit's exception).
+  A recompile limit hit raises instead of falling back to eager code without saying so.
+- `channels_last`: the UNet's and VAE's weights in channels-last layout (convolutions pick other
+  kernels, so other float rounding).
+- `sdpa_backend`: `torch.nn.attention.sdpa_kernel` with that one backend around every generate call;
+  a backend with no kernel for the model's shapes fails naming the key, never falls back.
+- `cuda_graphs`: refused (see `refuse_cuda_graphs`).
+
+Every key that can move a pixel enters the run's config hash (`hashed`); the defaults add nothing,
+so the hashes of existing run folders hold.
+"""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from monkey.errors import ConfigError
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+SDPA_BACKENDS = {
+    "auto": None,
+    "math": SDPBackend.MATH,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+KEYS = ("compile", "channels_last", "sdpa_backend", "cuda_graphs")
+# Graphs one compiled forward may hold: MONKEY's step plans give a handful of variants (capture
+# processors on or off, recording or not, masks or not, IP scales); past this Dynamo raises
+RECOMPILE_LIMIT = 64
+# torch.compile's backend for the `compile` key (tests swap in Dynamo's "eager" backend: the same tracing,
+# guards and graph breaks around MONKEY's Python state, without inductor's minutes of C++ builds on a CPU)
+COMPILE_BACKEND = "inductor"
+CUDA_GRAPHS_REFUSAL = (
+    "runtime.cuda_graphs=true is refused: a CUDA graph replays one fixed sequence of kernels on fixed "
+    "buffers, and a MONKEY call changes the UNet's work from step to step (the IP scale, per-item masks "
+    "on mask steps only, the recorder's maps on capture steps, and pass 1 leaving the UNet mid-forward at "
+    "the capture layer), while every pipeline call also makes new latents. Use runtime.compile="
+    "reduce-overhead instead: it records CUDA graphs per compiled region and re-records them per variant"
+)
+
+
+@dataclass(frozen=True)
+class Speedups:
+    """The `runtime:` speed-up keys, read once from the config."""
+
+    compile: str | None = None  # None: eager; else a torch.compile mode
+    channels_last: bool = False
+    sdpa_backend: str = "auto"
+    cuda_graphs: bool = False
+
+    def hashed(self) -> dict[str, Any]:
+        """The keys that can change pixels, where they differ from the defaults (for the config hash)."""
+        out: dict[str, Any] = {}
+        if self.compile is not None:
+            out["compile"] = self.compile
+        if self.channels_last:
+            out["channels_last"] = True
+        if self.sdpa_backend != "auto":
+            out["sdpa_backend"] = self.sdpa_backend
+        return out
+
+
+def speedups_from_config(runtime: Any) -> Speedups:
+    """The speed-up keys of a `runtime:` config node (a DictConfig or a dict); absent keys are off."""
+    get = runtime.get if hasattr(runtime, "get") else (lambda key, default=None: default)
+    return Speedups(
+        compile=compile_mode(get("compile", False)),
+        channels_last=flag(get("channels_last", False), "runtime.channels_last"),
+        sdpa_backend=sdpa_backend_name(get("sdpa_backend", "auto")),
+        cuda_graphs=flag(get("cuda_graphs", False), "runtime.cuda_graphs"),
+    )
+
+
+def compile_mode(value: Any) -> str | None:
+    if value is False or value is None or value in ("false", "off", "none"):
+        return None
+    if value is True or value == "true":
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ConfigError(f"runtime.compile={value!r} is not allowed; choose false or one of {list(COMPILE_MODES)}")
+    return str(value)
+
+
+def flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not allowed; choose true or false")
+    return value
+
+
+def sdpa_backend_name(value: Any) -> str:
+    if value not in SDPA_BACKENDS:
+        raise ConfigError(f"runtime.sdpa_backend={value!r} is not allowed; choose one of {list(SDPA_BACKENDS)}")
+    return str(value)
+
+
+def refuse_cuda_graphs(speedups: Speedups) -> None:
+    if speedups.cuda_graphs:
+        raise ConfigError(CUDA_GRAPHS_REFUSAL)
+
+
+def apply_to_pipeline(pipe: Any, speedups: Speedups) -> None:
+    """Layout and compilation of a freshly loaded pipeline (each done once per loaded pipeline)."""
+    refuse_cuda_graphs(speedups)
+    if speedups.channels_last:
+        for name in ("unet", "vae"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if speedups.compile is not None:
+        compile_unet_forward(pipe.unet, speedups.compile)
+
+
+def compile_unet_forward(unet: torch.nn.Module, mode: str) -> None:
+    """Compile `unet.forward` in place: hooks (`__call__`) and the module's attributes stay as they were,
+    so `attn_processors`, `set_processor` and `get_submodule` keep working on the same module."""
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True  # never eager code behind a compile key
+    # dynamic=False: one static graph per shape (per resolution of each attention frame), which suits
+    # inductor and CUDA graphs better than symbolic sizes; the limit above bounds their number
+    unet.forward = torch.compile(
+        unet.forward, mode=None if mode == "default" else mode, backend=COMPILE_BACKEND, dynamic=False
+    )
+
+
+def is_compiled(unet: torch.nn.Module) -> bool:
+    return "forward" in vars(unet) and hasattr(unet.forward, "_torchdynamo_orig_callable")
+
+
+@contextlib.contextmanager
+def sampling(speedups: Speedups, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Around one generate call: the chosen SDPA backend, and its absence of a kernel as a config error."""
+    backend = SDPA_BACKENDS[speedups.sdpa_backend]
+    if backend is None:
+        yield
+        return
+    try:
+        with sdpa_kernel([backend]):
+            yield
+    except RuntimeError as err:
+        message = " ".join(str(err).split())
+        if "no available kernel" not in message.lower() and "no viable backend" not in message.lower():
+            raise
+        raise ConfigError(
+            f"runtime.sdpa_backend={speedups.sdpa_backend!r} has no kernel for this model's attention on "
+            f"{device} (torch: {message[:160]}). Choose auto, or a backend this device and dtype offer"
+        ) from err
