@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Every prepared GPU check of benchmarks/, in one command, for a GPU machine without network.
-# Usage (from the repository root): bash benchmarks/gpu_all.sh OUT_DIR
+# Usage (from the repository root): bash benchmarks/gpu_all.sh OUT_DIR [CHECK ...]
+# CHECK is any of: throughput speedups sdxl rectifid tf_ti2i freegraftor. The default is the checks
+# whose GPU record is still missing (speedups, sdxl, freegraftor), sized to fit one 15-minute device
+# session with its start; throughput, rectifid and tf_ti2i have records from the 2026-11-27 H100 run.
 # Packages the machine lacks travel as wheels in .whl/ (diffusers, hydra-core, omegaconf, antlr4,
 # open_clip_torch, ftfy, wcwidth, importlib_metadata, this project's own wheel): installed into
 # /tmp/site with --no-deps, so the machine's torch stays. Each script has its own time limit, so one
 # slow check cannot starve the others; the records land in OUT_DIR and are packed in records.tar.
 set -uo pipefail
-out=${1:?usage: gpu_all.sh OUT_DIR}
+out=${1:?usage: gpu_all.sh OUT_DIR [CHECK ...]}
+shift
+checks=${*:-speedups sdxl freegraftor}
 mkdir -p "$out/records"
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -24,8 +29,15 @@ run() {  # run LIMIT_S NAME CMD...: one check, its log in OUT_DIR/records, never
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
 cp results/benchmarks/gpu_throughput.json "$out/records/" 2>/dev/null  # its CPU section is kept, the GPU one replaced
-run 270 gpu_throughput python3 benchmarks/gpu_throughput.py --budget-s 240 --out "$out/records"
-run 90 gpu_rectifid python3 benchmarks/gpu_rectifid.py --out "$out/records"
-run 120 gpu_tf_ti2i python3 benchmarks/gpu_tf_ti2i.py --out "$out/records"
-run 60 gpu_freegraftor python3 benchmarks/gpu_freegraftor.py --out "$out/records"
+for check in $checks; do
+    case $check in
+        throughput) run 270 gpu_throughput python3 benchmarks/gpu_throughput.py --budget-s 240 --out "$out/records" ;;
+        speedups) run 330 gpu_speedups python3 benchmarks/gpu_throughput.py --speedups --speedups-batch 8 --budget-s 290 --out "$out/records" ;;
+        sdxl) run 240 gpu_sdxl python3 benchmarks/gpu_sdxl.py --budget-s 200 --out "$out/records" ;;
+        rectifid) run 90 gpu_rectifid python3 benchmarks/gpu_rectifid.py --out "$out/records" ;;
+        tf_ti2i) run 120 gpu_tf_ti2i python3 benchmarks/gpu_tf_ti2i.py --out "$out/records" ;;
+        freegraftor) run 60 gpu_freegraftor python3 benchmarks/gpu_freegraftor.py --out "$out/records" ;;
+        *) echo "unknown check '$check' (allowed: throughput speedups sdxl rectifid tf_ti2i freegraftor)"; exit 2 ;;
+    esac
+done
 tar -C "$out" -cf "$out/records.tar" records && rm -rf "$out/records"
