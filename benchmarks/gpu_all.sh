@@ -32,7 +32,7 @@ cp results/benchmarks/gpu_throughput.json "$out/records/" 2>/dev/null  # its CPU
 for check in $checks; do
     case $check in
         throughput) run 270 gpu_throughput python3 benchmarks/gpu_throughput.py --budget-s 240 --out "$out/records" ;;
-        speedups) run 330 gpu_speedups python3 benchmarks/gpu_throughput.py --speedups --speedups-batch 8 --budget-s 290 --out "$out/records" ;;
+        speedups) run 330 gpu_speedups python3 benchmarks/gpu_throughput.py --speedups --budget-s 290 --out "$out/records" ;;
         sdxl) run 240 gpu_sdxl python3 benchmarks/gpu_sdxl.py --budget-s 200 --out "$out/records" ;;
         rectifid) run 90 gpu_rectifid python3 benchmarks/gpu_rectifid.py --out "$out/records" ;;
         tf_ti2i) run 120 gpu_tf_ti2i python3 benchmarks/gpu_tf_ti2i.py --out "$out/records" ;;
