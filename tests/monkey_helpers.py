@@ -14,7 +14,13 @@ from monkey.datasets.dreambooth import load_dreambooth
 from monkey.models.profiles import load_pipeline, profile_from_config, resolve_runtime
 
 SIZE = 64
-GUIDANCE = {"tiny": 8.5, "tiny_sd15": 7.5}  # LCM's embedded guidance; real CFG for SD
+GUIDANCE = {  # LCM's embedded guidance; real CFG for SD and SDXL; SDXL-Turbo runs without CFG
+    "tiny": 8.5,
+    "tiny_sd15": 7.5,
+    "tiny_sdxl": 5.0,
+    "tiny_sdxl_plus": 5.0,
+    "tiny_sdxl_turbo": 0.0,
+}
 PAPER_LAYER = "up_blocks.1.attentions.1.transformer_blocks.0.attn2"
 LAYERS = (  # three resolutions (64 px: 8x8, 2x2, 1x1 grids)
     "down_blocks.0.attentions.0.transformer_blocks.0.attn2",
@@ -55,12 +61,22 @@ def settings(model: str, **knobs: Any) -> MonkeySettings:
 
 
 @torch.no_grad()
-def stock_latents(pipe: DiffusionPipeline, model: str, batch: SubjectBatch, steps: int, scale: float) -> torch.Tensor:
-    """Independent reference: the stock pipeline encoding the subject image itself, at one IP scale
-    (the scales it found are put back: the pipeline is shared with other tests)."""
+def stock_latents(
+    pipe: DiffusionPipeline, model: str, batch: SubjectBatch, steps: int, scale: float | list[float]
+) -> torch.Tensor:
+    """Independent reference: the stock pipeline encoding the subject image itself, at one IP scale, or with
+    a list its IP scale set to scale[i] before step i by its own step callback (the scales it found are
+    put back: the pipeline is shared with other tests)."""
+    scales = scale if isinstance(scale, list) else [scale] * steps
     processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
     saved = [list(p.scale) for p in processors]
-    pipe.set_ip_adapter_scale(scale)
+
+    def switch(pipeline: DiffusionPipeline, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        if step + 1 < len(scales):
+            pipeline.set_ip_adapter_scale(scales[step + 1])
+        return {}
+
+    pipe.set_ip_adapter_scale(scales[0])
     try:
         return pipe(
             prompt=batch.prompts,
@@ -71,10 +87,11 @@ def stock_latents(pipe: DiffusionPipeline, model: str, batch: SubjectBatch, step
             generator=batch.generators(),
             ip_adapter_image=subject_image(0),
             output_type="latent",
+            callback_on_step_end=switch,
         ).images
     finally:
-        for processor, scales in zip(processors, saved, strict=True):
-            processor.scale = scales
+        for processor, found in zip(processors, saved, strict=True):
+            processor.scale = found
 
 
 def ip_processor_state(pipe: DiffusionPipeline) -> list[tuple[str, int, list[float]]]:

@@ -7,7 +7,7 @@ its own scale per step)."""
 import pytest
 import torch
 from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
-from monkey_helpers import load_tiny, subject_image
+from monkey_helpers import GUIDANCE, load_tiny, stock_latents
 from test_monkey_capture import hand_image_token_probs
 
 from monkey.adapter.capture import attn2_layers, map_key, num_image_tokens
@@ -18,7 +18,6 @@ from monkey.subject_embeds import SubjectEmbedder
 
 SIZE = 64
 DEEP_LAYER = "up_blocks.0.attentions.1.transformer_blocks.1.attn2"  # the second block of a 2-block attention
-GUIDANCE = {"tiny_sdxl": 5.0, "tiny_sdxl_plus": 5.0, "tiny_sdxl_turbo": 0.0}
 PROMPTS, SEEDS = ["dog in the snow", "dog on the beach"], [3, 4]
 
 
@@ -31,36 +30,6 @@ def batch_of(pipe, prompts=PROMPTS, seeds=SEEDS) -> SubjectBatch:
 
 def knobs(model: str, **extra) -> MonkeySettings:
     return MonkeySettings(**{"guidance_scale": GUIDANCE[model], "layers": [DEEP_LAYER], **extra})
-
-
-@torch.no_grad()
-def stock(pipe, model: str, batch: SubjectBatch, steps: int, scales: list[float]) -> torch.Tensor:
-    """The stock SDXL pipeline encoding the subject image itself, its IP scale set to scales[i] before
-    step i by its own step callback; the scales it found are put back."""
-    processors = [p for p in pipe.unet.attn_processors.values() if hasattr(p, "to_k_ip")]
-    saved = [list(p.scale) for p in processors]
-
-    def switch(pipeline, step, timestep, callback_kwargs):
-        if step + 1 < len(scales):
-            pipeline.set_ip_adapter_scale(scales[step + 1])
-        return {}
-
-    pipe.set_ip_adapter_scale(scales[0])
-    try:
-        return pipe(
-            prompt=batch.prompts,
-            height=batch.height,
-            width=batch.width,
-            num_inference_steps=steps,
-            guidance_scale=GUIDANCE[model],
-            generator=batch.generators(),
-            ip_adapter_image=subject_image(0),
-            output_type="latent",
-            callback_on_step_end=switch,
-        ).images
-    finally:
-        for processor, scale in zip(processors, saved, strict=True):
-            processor.scale = scale
 
 
 def test_the_twins_load_h94s_sdxl_adapters_through_load_ip_adapter():
@@ -88,7 +57,7 @@ def test_recording_leaves_the_image_equal_to_the_stock_sdxl_pipeline(model):
     batch = batch_of(pipe)
     before = [(name, type(p), list(getattr(p, "scale", []))) for name, p in pipe.unet.attn_processors.items()]
     pass1 = MonkeySampler(pipe, config).record(batch, output_type="latent")
-    reference = stock(pipe, model, batch, 3, [1.0] * 3)
+    reference = stock_latents(pipe, model, batch, 3, [1.0] * 3)
     torch.testing.assert_close(pass1.images, reference, atol=1e-5, rtol=0)
     assert len(pass1.records[0]) == len(layers) * len(steps)
     tokens = num_image_tokens(pipe.unet)
@@ -135,9 +104,9 @@ def test_masks_act_only_on_the_mask_steps(model):
     every = [0, 1, 2]
     zero_on_one = MonkeySampler(pipe, knobs(model, final_steps=3, ip_steps=every, mask_steps=[1]))
     out = zero_on_one.final(batch, torch.zeros(1, SIZE, SIZE), output_type="latent")
-    reference = stock(pipe, model, batch, 3, [1.0, 0.0, 1.0])
+    reference = stock_latents(pipe, model, batch, 3, [1.0, 0.0, 1.0])
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
-    plain = stock(pipe, model, batch, 3, [1.0] * 3)
+    plain = stock_latents(pipe, model, batch, 3, [1.0] * 3)
     assert (plain - reference).abs().max() > 1e-2  # step 1's mask did matter
     full = MonkeySampler(pipe, knobs(model, final_steps=3, ip_steps=every, mask_steps=every))
     ones = full.final(batch, torch.ones(1, SIZE, SIZE), output_type="latent")
