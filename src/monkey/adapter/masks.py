@@ -28,6 +28,12 @@ def map_key(layer: str, step: int) -> str:
     return f"{layer}@{step}"
 
 
+def parse_map_key(key: str) -> tuple[str, int]:
+    """(layer, step) of a key written by `map_key`."""
+    layer, _, step = key.rpartition("@")
+    return layer, int(step)
+
+
 class DegenerateMaskError(MonkeyError):
     """The recorded map is constant or not finite and method.degenerate=error."""
 

@@ -12,9 +12,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from monkey.adapter.masks import keep, resize
-
-KEY_SEPARATOR = "@"  # a record's keys are "<layer>@<step>" (monkey.adapter.masks.map_key)
+from monkey.adapter.masks import keep, min_max, parse_map_key, resize
 
 
 def mask_on_grid(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -28,11 +26,9 @@ def token_masks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """[h, w, T] maps -> ([T, gh, gw] bool masks on `grid`, [T] bool degenerate)."""
     flat = maps.float().permute(2, 0, 1).flatten(1)  # [T, h*w]
-    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-    span = high - low
-    degenerate = (span[:, 0] <= 1e-6) | ~torch.isfinite(flat).all(dim=1)
-    normalised = torch.where(span > 1e-6, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
-    kept = keep(normalised, threshold, rule) & ~degenerate[:, None]  # [T, h*w]
+    normalised, degenerate = zip(*(min_max(token_map) for token_map in flat), strict=True)  # MONKEY's own rule
+    degenerate = torch.tensor(degenerate)  # [T]
+    kept = keep(torch.stack(normalised), threshold, rule) & ~degenerate[:, None]  # [T, h*w]
     kept = kept.reshape(maps.shape[2], maps.shape[0], maps.shape[1])
     return resize(kept.float(), grid).bool(), degenerate
 
@@ -52,12 +48,10 @@ def score_record(
     grid = tuple(subject.shape)
     rows = []
     for key, maps in record.items():
-        layer, _, step = key.rpartition(KEY_SEPARATOR)
+        layer, step = parse_map_key(key)
         masks, degenerate = token_masks(maps, threshold, rule, grid)
         for token, (value, bad) in enumerate(zip(iou(masks, subject).tolist(), degenerate.tolist(), strict=True)):
-            rows.append(
-                {"item": item, "layer": layer, "step": int(step), "token": token, "iou": value, "degenerate": bad}
-            )
+            rows.append({"item": item, "layer": layer, "step": step, "token": token, "iou": value, "degenerate": bad})
     return pd.DataFrame(rows)
 
 
