@@ -25,14 +25,16 @@ def sd15_unet(time_cond_proj_dim: int | None = None, sample_size: int = 64) -> d
     )
 
 
-def sd_vae() -> diffusers.AutoencoderKL:
+def sd_vae(sample_size: int = 512, scaling_factor: float = 0.18215) -> diffusers.AutoencoderKL:
+    """SD's VAE; SDXL's has the same architecture (sample_size 1024, scaling_factor 0.13025)."""
     return diffusers.AutoencoderKL(
         block_out_channels=(128, 256, 512, 512),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=2,
         latent_channels=4,
-        sample_size=512,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,
     )
 
 

@@ -18,6 +18,7 @@ import diffusers
 import torch
 import transformers
 from safetensors.torch import save_file
+from sd15_arch import sd_vae
 
 from monkey.models.tiny_sdxl import SCHEDULERS, image_projection, ip_layers, resampler
 from monkey.models.tiny_tokenizer import write_tiny_clip_tokenizer
@@ -46,18 +47,6 @@ def sdxl_unet_config(depth: tuple[int, int, int] = REAL_DEPTH, sample_size: int 
         "projection_class_embeddings_input_dim": 2816,  # 1280 pooled + 6 x 256
         "cross_attention_dim": CROSS_DIM,
     }
-
-
-def sdxl_vae() -> diffusers.AutoencoderKL:
-    return diffusers.AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=1024,
-        scaling_factor=0.13025,
-    )
 
 
 def text_encoders(folder: Path, layers: int) -> tuple[Any, Any, Any]:
@@ -116,7 +105,7 @@ def sdxl_pipeline(
     torch.manual_seed(0)
     with torch.device(device):  # random init where the weights will live (fast on a GPU)
         unet = diffusers.UNet2DConditionModel(**sdxl_unet_config(depth)).to(dtype)
-        vae = sdxl_vae().to(dtype)
+        vae = sd_vae(sample_size=1024, scaling_factor=0.13025).to(dtype)  # SDXL's VAE config
         tokenizer, text_l, text_g = text_encoders(folder, text_layers)
         text_l, text_g = text_l.to(dtype), text_g.to(dtype)
     scheduler_class, scheduler_config = SCHEDULERS[scheduler]
