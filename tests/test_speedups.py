@@ -117,12 +117,44 @@ def test_an_sdpa_backend_without_a_kernel_names_the_key_and_writes_nothing(tmp_p
     assert not list((tmp_path / "run").rglob("*.png"))
 
 
-def test_the_sdpa_backend_is_the_only_one_enabled_while_sampling():
-    with sampling(Speedups(sdpa_backend="math")):
-        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
-    assert torch.backends.cuda.flash_sdp_enabled()  # restored after the call
+def flash_enabled_inside(module: torch.nn.Module, seen: list[bool]) -> None:
+    module.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.flash_sdp_enabled()))
+
+
+@torch.no_grad()
+def test_the_sdpa_backend_holds_inside_the_unet_only_and_is_put_back_even_after_an_exception():
+    """The VAE (fp32 under an fp16 UNet, where flash has no kernel) keeps torch's choice; the UNet gets
+    only the chosen backend; the flags come back after every evaluation, also one left by an exception."""
+    pipe = load_runtime_pipeline(runtime(sdpa_backend="math"))
+    unet_attention = next(m for name, m in pipe.unet.named_modules() if name.endswith("attn1"))
+    seen_unet: list[bool] = []
+    seen_vae: list[bool] = []
+    flash_enabled_inside(unet_attention, seen_unet)
+    flash_enabled_inside(pipe.vae.decoder.mid_block.attentions[0], seen_vae)
+    with sampling(Speedups(sdpa_backend="math")):  # one whole call, as the runner makes it
+        pipe(
+            prompt="a dog",
+            num_inference_steps=2,
+            height=64,
+            width=64,
+            ip_adapter_image_embeds=[subject_embeds(pipe)],
+            output_type="pil",
+        )
+    assert len(seen_unet) == 2 and not any(seen_unet)  # only math inside the UNet, at both steps
+    assert seen_vae == [True]  # the VAE's decode: torch's own choice
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()  # put back
+    latents = torch.randn(1, pipe.unet.config.in_channels, 8, 8)
+    text = torch.randn(1, 77, pipe.unet.config.cross_attention_dim)
+    unet_call = {"encoder_hidden_states": text, "added_cond_kwargs": {"image_embeds": [subject_embeds(pipe)]}}
+    handle = unet_attention.register_forward_pre_hook(lambda *_: (_ for _ in ()).throw(ValueError("planted")))
+    with pytest.raises(ValueError, match="planted"):
+        pipe.unet(latents, 10, **unet_call)
+    handle.remove()
+    assert torch.backends.cuda.flash_sdp_enabled()  # the exit hook ran although the forward raised
     query = torch.randn(1, 2, 4, 8)
-    with pytest.raises(ConfigError, match=r"runtime\.sdpa_backend='cudnn'"), sampling(Speedups(sdpa_backend="cudnn")):
+    only_cudnn = torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.CUDNN_ATTENTION])
+    refused = pytest.raises(ConfigError, match=r"runtime\.sdpa_backend='cudnn'")  # inside a UNet: a config error
+    with refused, sampling(Speedups(sdpa_backend="cudnn")), only_cudnn:
         torch.nn.functional.scaled_dot_product_attention(query, query, query)
 
 

@@ -7,8 +7,11 @@
   A recompile limit hit raises instead of falling back to eager code without saying so.
 - `channels_last`: the UNet's and VAE's weights in channels-last layout (convolutions pick other
   kernels, so other float rounding).
-- `sdpa_backend`: `torch.nn.attention.sdpa_kernel` with that one backend around every generate call;
-  a backend with no kernel for the model's shapes fails naming the key, never falls back.
+- `sdpa_backend`: `torch.nn.attention.sdpa_kernel` with that one backend around every evaluation of
+  the denoiser (UNet or transformer), installed by hooks at load. The VAE, text and image encoders keep
+  torch's choice: under an fp16 UNet the VAE runs in fp32, where flash attention has no kernel, so a
+  backend around the whole call made `flash` unusable with the default precision. A backend with no
+  kernel for the denoiser's shapes fails naming the key (`sampling`), never falls back.
 - `cuda_graphs`: refused (see `refuse_cuda_graphs`).
 
 Every key that can move a pixel enters the run's config hash (`hashed`); the defaults add nothing,
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.hooks import RemovableHandle
 
 from monkey.errors import ConfigError
 
@@ -116,8 +120,38 @@ def apply_to_pipeline(pipe: Any, speedups: Speedups) -> None:
             module = getattr(pipe, name, None)
             if module is not None:
                 module.to(memory_format=torch.channels_last)
+    attach_sdpa_backend(denoiser(pipe), speedups.sdpa_backend)
     if speedups.compile is not None:
         compile_unet_forward(pipe.unet, speedups.compile)
+
+
+def denoiser(pipe: Any) -> torch.nn.Module:
+    """The network the sampling loop evaluates: a UNet, or an SD3/FLUX transformer."""
+    module = getattr(pipe, "unet", None)
+    module = module if module is not None else getattr(pipe, "transformer", None)
+    if module is None:
+        raise ConfigError(f"{type(pipe).__name__} has neither a unet nor a transformer for runtime.sdpa_backend")
+    return module
+
+
+def attach_sdpa_backend(module: torch.nn.Module, name: str) -> list[RemovableHandle]:
+    """Only backend `name` for SDPA inside every forward of `module` (nothing for auto). The exit hook runs
+    even when the forward raises (pass 1's early exit leaves the UNet by an exception), so the global
+    backend flags are always put back. Returns the hooks' handles, to detach them."""
+    backend = SDPA_BACKENDS[sdpa_backend_name(name)]
+    if backend is None:
+        return []
+    open_contexts: list[Any] = []  # a stack: a forward inside a forward (never in diffusers) stays paired
+
+    def enter(_module: torch.nn.Module, _args: tuple) -> None:
+        context = sdpa_kernel([backend])
+        context.__enter__()
+        open_contexts.append(context)
+
+    def leave(_module: torch.nn.Module, _args: tuple, _output: Any) -> None:
+        open_contexts.pop().__exit__(None, None, None)
+
+    return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)]
 
 
 def compile_unet_forward(unet: torch.nn.Module, mode: str) -> None:
@@ -140,14 +174,13 @@ def is_compiled(unet: torch.nn.Module) -> bool:
 
 @contextlib.contextmanager
 def sampling(speedups: Speedups, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Around one generate call: the chosen SDPA backend, and its absence of a kernel as a config error."""
-    backend = SDPA_BACKENDS[speedups.sdpa_backend]
-    if backend is None:
+    """Around one generate call: the chosen SDPA backend's absence of a kernel (raised inside the denoiser,
+    see `attach_sdpa_backend`) as a config error naming the key."""
+    if SDPA_BACKENDS[speedups.sdpa_backend] is None:
         yield
         return
     try:
-        with sdpa_kernel([backend]):
-            yield
+        yield
     except RuntimeError as err:
         message = " ".join(str(err).split())
         if "no available kernel" not in message.lower() and "no viable backend" not in message.lower():
