@@ -23,6 +23,7 @@ and warm-up; batch sizes that would not fit are skipped and listed in the record
 
 import argparse
 import contextlib
+import copy
 import functools
 import json
 import os
@@ -417,12 +418,14 @@ def flop_profile(pipe, sampler: MonkeySampler, shapes: Shapes, size: int, device
 
 # ---- the speed-up keys (--speedups) --------------------------------------------------------------------
 # (name, runtime keys, needs CUDA), cheapest first: the budget drops the compile variants before the rest
+# In the order they run, most wanted first, since a device session's budget may end the list: the compile
+# modes (never measured on a GPU), then the SDPA backends (now inside the UNet only), then the rest
 SPEEDUP_VARIANTS: list[tuple[str, dict[str, Any], bool]] = [
-    ("channels_last", {"channels_last": True}, False),
-    *[(f"sdpa_backend={name}", {"sdpa_backend": name}, False) for name in ("math", "flash", "efficient", "cudnn")],
-    ("cuda_graphs", {"cuda_graphs": True}, True),
-    ("compile=default", {"compile": "default"}, False),
     ("compile=reduce-overhead", {"compile": "reduce-overhead"}, True),  # CUDA graphs per compiled region
+    ("compile=default", {"compile": "default"}, False),
+    *[(f"sdpa_backend={name}", {"sdpa_backend": name}, False) for name in ("flash", "cudnn", "efficient", "math")],
+    ("channels_last", {"channels_last": True}, False),
+    ("cuda_graphs", {"cuda_graphs": True}, True),
     ("compile=max-autotune-no-cudagraphs", {"compile": "max-autotune-no-cudagraphs"}, True),  # long autotuning
 ]
 COMPILE_RESERVE_S = 150.0  # a compile variant starts only with this much of the budget left (inductor builds)
@@ -450,10 +453,13 @@ def speedup_applied(pipe, keys: dict[str, Any], device: torch.device):
             COMPILED[chosen.compile] = pipe.unet.forward
         else:
             pipe.unet.forward = compiled
+    hooks = speedups.attach_sdpa_backend(pipe.unet, chosen.sdpa_backend)
     try:
         with speedups.sampling(chosen, device):
             yield
     finally:
+        for hook in hooks:
+            hook.remove()
         vars(pipe.unet).pop("forward", None)  # the class's eager forward again
         for module in (pipe.unet, pipe.vae):
             module.to(memory_format=torch.contiguous_format)
@@ -483,8 +489,10 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu" if quick else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run --speedups with --quick on a CPU")
-    dtype = torch.float32 if quick else {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(
-        args.dtype, torch.float32
+    dtype = (
+        torch.float32
+        if quick
+        else {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.dtype, torch.float32)
     )
     vae_dtype = torch.float32 if dtype == torch.float16 else dtype
     shapes, size = (QUICK, 64) if quick else (Shapes(), args.size)
@@ -502,6 +510,8 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
 
     plain_images, plain_masks = monkey()  # warm-up, and the reference images
     plain_pixels = pixels_of(plain_images)
+    larger = larger_batch(pipe, sampler, shapes, 4 if quick else args.larger_batch, size, device)
+    parts = time_parts(pipe, sampler, work, device, 1 if quick else 3)  # where the plain batch's time goes
     deadline = start + args.budget_s
     results: list[dict[str, Any]] = []
     for variant, keys, needs_cuda in SPEEDUP_VARIANTS:
@@ -570,8 +580,28 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
             "shapes": asdict(shapes),
         },
         "variants": results,
+        "larger_batch": larger,
+        "parts": parts,
         "wall_s": time.perf_counter() - start,
     }
+
+
+def larger_batch(pipe, sampler: MonkeySampler, shapes: Shapes, batch_size: int, size: int, device) -> dict[str, Any]:
+    """The three methods without speed-up keys at a batch above the throughput run's largest (16 there):
+    a warm-up with the peak memory, then 2 rotating rounds. Whether a fuller GPU alone reaches the goal."""
+    try:
+        result = measure_batch(Workload(pipe, sampler, shapes, batch_size, size, device), 2, device)
+    except torch.OutOfMemoryError as err:
+        log(f"batch {batch_size}: out of memory")
+        return {"batch_size": batch_size, "error": " ".join(str(err).split())[:300]}
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the compile variants after it start from the batch-16 footprint
+    log(
+        f"batch {batch_size}: IP-Adapter {result['ip_adapter']['images_per_s']:.2f} img/s, MONKEY "
+        f"{result['monkey']['images_per_s']:.2f} img/s; peak {result['monkey']['peak_memory_mib']} MiB"
+    )
+    return result
 
 
 # ---- the evaluation stage -----------------------------------------------------------------------------
@@ -828,36 +858,39 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
-    """Where MONKEY's time goes on a CPU (fp32, real shapes, batch 1), each part timed on its own in
-    rotating rounds: prompt encoding, pass 1 (to the capture layer), the mask maths, pass 2 to latents,
-    the VAE decode; beside them IP-Adapter's whole call. Pass 1 is also given in pass-2 steps."""
-    device = torch.device("cpu")
-    torch.set_flush_denormal(True)
-    load_start = os.getloadavg()
-    shapes, size = (QUICK, 64) if args.quick else (Shapes(), args.cpu_size)  # --quick: tiny, for a smoke run
-    with tempfile.TemporaryDirectory(prefix="monkey-cpu-breakdown-") as folder:
-        pipe = build_pipeline(Path(folder), shapes, device, torch.float32, torch.float32)
-    sampler = MonkeySampler(pipe, MonkeySettings())
-    work = Workload(pipe, sampler, shapes, 1, size, device)
+def time_parts(pipe, sampler: MonkeySampler, work: Workload, device: torch.device, rounds: int) -> dict[str, Any]:
+    """MONKEY's parts, each timed on its own in rotating rounds: prompt encoding, pass 1 (to the capture
+    layer), the mask maths, pass 2 to latents, the VAE decode with PIL; beside them IP-Adapter's whole call.
+    On CUDA also the decode by a bfloat16 copy of the VAE (`runtime.vae_dtype=bfloat16`), to show what
+    the fp32 VAE under an fp16 UNet costs. Pass 1 is also given in pass-2 steps."""
     batch, text = work.batch, sampler.encode_text(work.batch)
     records = sampler.record(batch, text).records
     masks = sampler.masks(records, batch)[1]
-    latents = sampler.final(batch, masks, text, output_type="latent")
+    latents = sampler.final(batch, masks, text, output_type="latent") / pipe.vae.config.scaling_factor
+
+    def decode(vae: torch.nn.Module) -> Any:
+        return pipe.image_processor.postprocess(vae.decode(latents.to(vae.dtype)).sample.float(), output_type="pil")
+
     parts: dict[str, Callable[[], Any]] = {
         "text_encoder": lambda: sampler.encode_text(batch),
         "pass1_to_capture_layer": lambda: sampler.record(batch, text),
         "mask_maths": lambda: sampler.masks(records, batch),
         "pass2_to_latents": lambda: sampler.final(batch, masks, text, output_type="latent"),
-        "vae_decode_and_pil": lambda: pipe.image_processor.postprocess(
-            pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample, output_type="pil"
-        ),
+        "vae_decode_and_pil": lambda: decode(pipe.vae),
         "ip_adapter_call": work.ip_adapter,
     }
+    if device.type == "cuda":
+        vae_bf16 = copy.deepcopy(pipe.vae).to(torch.bfloat16)
+        for module in vae_bf16.modules():  # the copy's precision hooks would cast back to fp32
+            module._forward_pre_hooks.clear()
+            module._forward_hooks.clear()
+        parts["vae_decode_bf16_and_pil"] = lambda: decode(vae_bf16)
     names = list(parts)
     times: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
-        for index in range(args.pairs):
+        for name in names[4:]:
+            parts[name]()  # warm-up of what the sampler calls above did not run
+        for index in range(rounds):
             order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
                 times[name].append(timed(parts[name], device))
@@ -865,11 +898,8 @@ def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     median = {name: statistics.median(values) for name, values in times.items()}
     monkey = sum(median[n] for n in names[:5])
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
-        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "versions": versions(),
-        "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
+        "batch_size": len(batch),
+        "rounds": rounds,
         "seconds": times,
         "median_s": median,
         "monkey_sum_of_parts_s": monkey,
@@ -878,6 +908,27 @@ def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
         "pass1_in_unet_evaluations": median["pass1_to_capture_layer"]
         / (median["pass2_to_latents"] / sampler.settings.final_steps),
         "mask_maths_share_of_monkey": median["mask_maths"] / monkey,
+        "vae_share_of_monkey": median["vae_decode_and_pil"] / monkey,
+    }
+
+
+def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
+    """Where MONKEY's time goes on a CPU (fp32, real shapes, batch 1): `time_parts`."""
+    device = torch.device("cpu")
+    torch.set_flush_denormal(True)
+    load_start = os.getloadavg()
+    shapes, size = (QUICK, 64) if args.quick else (Shapes(), args.cpu_size)  # --quick: tiny, for a smoke run
+    with tempfile.TemporaryDirectory(prefix="monkey-cpu-breakdown-") as folder:
+        pipe = build_pipeline(Path(folder), shapes, device, torch.float32, torch.float32)
+    sampler = MonkeySampler(pipe, MonkeySettings())
+    parts = time_parts(pipe, sampler, Workload(pipe, sampler, shapes, 1, size, device), device, args.pairs)
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "versions": versions(),
+        "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
+        **{key: value for key, value in parts.items() if key not in ("batch_size", "rounds")},
     }
 
 
@@ -1014,6 +1065,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"| MONKEY without the early exit / IP-Adapter | {cpu['monkey_no_early_exit_over_ip_adapter']:.3f} |",
             f"| seconds per image: IP-Adapter, MONKEY, MONKEY without early exit | {med['ip_adapter']:.2f}, "
             f"{med['monkey']:.2f}, {med['monkey_no_early_exit']:.2f} |",
+            f"| each round's MONKEY / IP-Adapter (with; without the early exit), the noise to read the medians by "
+            f"| {round_ratios(cpu['seconds'], 'monkey')}; {round_ratios(cpu['seconds'], 'monkey_no_early_exit')} |",
             "",
         ]
     breakdown = record.get("cpu_breakdown")
@@ -1073,7 +1126,40 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
             )
         else:
             lines.append(f"| {v['variant']} | {v.get('error') or 'skipped: ' + v['skipped']} | | | | |")
+    parts = run.get("parts")
+    if parts is not None:
+        med = parts["median_s"]
+        lines += [
+            "",
+            f"Where the plain batch-{parts['batch_size']} call's time goes (each part alone, medians of "
+            f"{parts['rounds']} rotating rounds): MONKEY as the sum of its parts / IP-Adapter "
+            f"{parts['monkey_sum_over_ip_adapter']:.3f}; pass 1 costs {parts['pass1_in_unet_evaluations']:.2f} of "
+            f"pass 2's steps; the VAE decode is {parts['vae_share_of_monkey']:.1%} of MONKEY's time.",
+            "",
+            "| part | seconds |",
+            "|---|---|",
+            *[f"| {name.replace('_', ' ')} | {seconds:.4f} |" for name, seconds in med.items()],
+        ]
+    larger = run.get("larger_batch")
+    if larger is not None and "error" in larger:
+        lines += ["", f"No key, batch {larger['batch_size']}: {larger['error']}"]
+    elif larger is not None:
+        ip, mk, sh = larger["ip_adapter"], larger["monkey"], larger["monkey_shared_pass1"]
+        goal = TARGETS["monkey_images_per_s"]
+        lines += [
+            "",
+            f"No key, batch {larger['batch_size']} (median of {larger['rounds']} rotating rounds): IP-Adapter "
+            f"{ip['images_per_s']:.2f} img/s, MONKEY {mk['images_per_s']:.2f} img/s (>= {goal}: "
+            f"{_mark(mk['images_per_s'] >= goal)}), MONKEY with a shared pass 1 {sh['images_per_s']:.2f} img/s; "
+            f"MONKEY / IP-Adapter {larger['monkey_over_ip_adapter']:.3f}; peak MiB (IP / MONKEY / shared) "
+            f"{_fmt(ip['peak_memory_mib'], '.0f')} / {_fmt(mk['peak_memory_mib'], '.0f')} / "
+            f"{_fmt(sh['peak_memory_mib'], '.0f')}.",
+        ]
     return [*lines, ""]
+
+
+def round_ratios(seconds: dict[str, list[float]], method: str) -> str:
+    return ", ".join(f"{m / i:.3f}" for m, i in zip(seconds[method], seconds["ip_adapter"], strict=True))
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -1111,6 +1197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--speedups", action="store_true", help="only the runtime speed-up keys on MONKEY at one batch size"
     )
     parser.add_argument("--speedups-batch", type=int, default=16, help="--speedups: the batch size")
+    parser.add_argument("--larger-batch", type=int, default=32, help="--speedups: the plain run at this batch too")
     parser.add_argument("--speedup-pairs", type=int, default=4, help="--speedups: interleaved (plain, variant) pairs")
     parser.add_argument("--cpu-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")

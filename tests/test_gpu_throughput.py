@@ -3,6 +3,7 @@ and with the raw timings it records, MONKEY's early exit shows in its FLOPs, and
 
 import importlib.util
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -92,5 +93,32 @@ def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benc
     assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]
     assert "budget" in variants["compile=default"]["skipped"]
     assert variants["compile=reduce-overhead"]["skipped"] == "needs a CUDA device"
+    parts = record["speedups_cpu"]["parts"]  # the plain batch's parts, each timed alone
+    assert parts["batch_size"] == 2 and set(parts["median_s"]) == {
+        "text_encoder",
+        "pass1_to_capture_layer",
+        "mask_maths",
+        "pass2_to_latents",
+        "vae_decode_and_pil",
+        "ip_adapter_call",
+    }  # no bf16 VAE decode on a CPU
+    sum_of_parts = sum(v for k, v in parts["median_s"].items() if k != "ip_adapter_call")
+    assert parts["monkey_sum_of_parts_s"] == pytest.approx(sum_of_parts)
+    assert parts["vae_share_of_monkey"] == pytest.approx(parts["median_s"]["vae_decode_and_pil"] / sum_of_parts)
+    larger = record["speedups_cpu"]["larger_batch"]  # the plain run at a larger batch, beside the keys
+    assert larger["batch_size"] == 4 and len(larger["monkey"]["seconds"]) == 2
+    assert larger["monkey"]["images_per_s"] == pytest.approx(4 / statistics.median(larger["monkey"]["seconds"]))
     text = path.with_suffix(".md").read_text()
     assert "Speed-up keys on MONKEY" in text and "| channels_last |" in text
+    ip_rate = larger["ip_adapter"]["images_per_s"]
+    assert f"No key, batch 4 (median of 2 rotating rounds): IP-Adapter {ip_rate:.2f}" in text
+
+
+def test_gpu_all_default_checks_fit_one_device_call():
+    """benchmarks/gpu_all.sh runs as one device command, which is killed at 600 s: the time limits of its
+    default checks, plus the wheels' install, must stay under that, or the records never get packed."""
+    script = (SCRIPT.parent / "gpu_all.sh").read_text()
+    defaults = re.search(r"checks=\$\{\*:-([a-z_ ]+)\}", script).group(1).split()
+    limits = dict(re.findall(r"^\s+([a-z_0-9]+)\) run (\d+) ", script, flags=re.MULTILINE))
+    assert set(defaults) <= set(limits) and "speedups" in defaults  # issue 20's compile modes come first
+    assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 600
