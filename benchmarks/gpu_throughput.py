@@ -511,7 +511,7 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
     plain_images, plain_masks = monkey()  # warm-up, and the reference images
     plain_pixels = pixels_of(plain_images)
     larger = larger_batch(pipe, sampler, shapes, 4 if quick else args.larger_batch, size, device)
-    parts = time_parts(pipe, sampler, work, device, 1 if quick else 3)  # where the plain batch's time goes
+    parts = time_parts(pipe, sampler, work, device, 1 if quick else 3, bf16_vae=True)  # where the time goes
     deadline = start + args.budget_s
     results: list[dict[str, Any]] = []
     for variant, keys, needs_cuda in SPEEDUP_VARIANTS:
@@ -858,11 +858,14 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def time_parts(pipe, sampler: MonkeySampler, work: Workload, device: torch.device, rounds: int) -> dict[str, Any]:
+def time_parts(
+    pipe, sampler: MonkeySampler, work: Workload, device: torch.device, rounds: int, bf16_vae: bool
+) -> dict[str, Any]:
     """MONKEY's parts, each timed on its own in rotating rounds: prompt encoding, pass 1 (to the capture
     layer), the mask maths, pass 2 to latents, the VAE decode with PIL; beside them IP-Adapter's whole call.
-    On CUDA also the decode by a bfloat16 copy of the VAE (`runtime.vae_dtype=bfloat16`), to show what
-    the fp32 VAE under an fp16 UNet costs. Pass 1 is also given in pass-2 steps."""
+    With `bf16_vae` also the decode by a bfloat16 copy of the VAE (`runtime.vae_dtype=bfloat16`), to show
+    what the fp32 VAE under an fp16 UNet costs and how far it moves the pixels. Pass 1 is also given in
+    pass-2 steps."""
     batch, text = work.batch, sampler.encode_text(work.batch)
     records = sampler.record(batch, text).records
     masks = sampler.masks(records, batch)[1]
@@ -879,12 +882,15 @@ def time_parts(pipe, sampler: MonkeySampler, work: Workload, device: torch.devic
         "vae_decode_and_pil": lambda: decode(pipe.vae),
         "ip_adapter_call": work.ip_adapter,
     }
-    if device.type == "cuda":
+    bf16_pixel_difference = None
+    if bf16_vae:
         vae_bf16 = copy.deepcopy(pipe.vae).to(torch.bfloat16)
         for module in vae_bf16.modules():  # the copy's precision hooks would cast back to fp32
             module._forward_pre_hooks.clear()
             module._forward_hooks.clear()
         parts["vae_decode_bf16_and_pil"] = lambda: decode(vae_bf16)
+        with torch.no_grad():
+            bf16_pixel_difference = int(abs(pixels_of(decode(vae_bf16)) - pixels_of(decode(pipe.vae))).max())
     names = list(parts)
     times: dict[str, list[float]] = {name: [] for name in names}
     with torch.no_grad():
@@ -909,6 +915,7 @@ def time_parts(pipe, sampler: MonkeySampler, work: Workload, device: torch.devic
         / (median["pass2_to_latents"] / sampler.settings.final_steps),
         "mask_maths_share_of_monkey": median["mask_maths"] / monkey,
         "vae_share_of_monkey": median["vae_decode_and_pil"] / monkey,
+        "vae_bf16_max_pixel_difference": bf16_pixel_difference,  # 0-255 levels against the fp32 VAE's images
     }
 
 
@@ -921,7 +928,8 @@ def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="monkey-cpu-breakdown-") as folder:
         pipe = build_pipeline(Path(folder), shapes, device, torch.float32, torch.float32)
     sampler = MonkeySampler(pipe, MonkeySettings())
-    parts = time_parts(pipe, sampler, Workload(pipe, sampler, shapes, 1, size, device), device, args.pairs)
+    work = Workload(pipe, sampler, shapes, 1, size, device)
+    parts = time_parts(pipe, sampler, work, device, args.pairs, bf16_vae=False)  # a CPU has no fast bf16 convs
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": git_commit(),
@@ -1134,7 +1142,12 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
             f"Where the plain batch-{parts['batch_size']} call's time goes (each part alone, medians of "
             f"{parts['rounds']} rotating rounds): MONKEY as the sum of its parts / IP-Adapter "
             f"{parts['monkey_sum_over_ip_adapter']:.3f}; pass 1 costs {parts['pass1_in_unet_evaluations']:.2f} of "
-            f"pass 2's steps; the VAE decode is {parts['vae_share_of_monkey']:.1%} of MONKEY's time.",
+            f"pass 2's steps; the VAE decode is {parts['vae_share_of_monkey']:.1%} of MONKEY's time"
+            + (
+                f"; a bfloat16 VAE moves the pixels by up to {parts['vae_bf16_max_pixel_difference']} of 255."
+                if parts.get("vae_bf16_max_pixel_difference") is not None
+                else "."
+            ),
             "",
             "| part | seconds |",
             "|---|---|",
