@@ -93,6 +93,7 @@ def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benc
     assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]
     assert "budget" in variants["compile=default"]["skipped"]
     assert variants["compile=reduce-overhead"]["skipped"] == "needs a CUDA device"
+    assert variants["cudnn_benchmark"]["skipped"] == "needs a CUDA device"
     parts = record["speedups_cpu"]["parts"]  # the plain batch's parts, each timed alone
     assert parts["batch_size"] == 2 and set(parts["median_s"]) == {
         "text_encoder",

@@ -100,6 +100,7 @@ def test_compiled_masks_follow_the_step_plan(eager_and_compiled):
         ("runtime.compile=fast", "runtime.compile='fast'"),
         ("runtime.sdpa_backend=xformers", "runtime.sdpa_backend='xformers'"),
         ("runtime.channels_last=maybe", "runtime.channels_last='maybe'"),
+        ("runtime.cudnn_benchmark=fast", "runtime.cudnn_benchmark='fast'"),
         ("runtime.cuda_graphs=true", "runtime.cuda_graphs=true is refused"),
     ],
 )
@@ -166,6 +167,7 @@ def test_keys_that_move_pixels_enter_the_hash_and_the_folder_name():
         ({"compile": "default"}, {"compile": "default"}),
         ({"channels_last": True}, {"channels_last": True}),  # other conv kernels: pixels move by ~1e-6
         ({"sdpa_backend": "math"}, {"sdpa_backend": "math"}),
+        ({"cudnn_benchmark": True}, {"cudnn_benchmark": True}),  # other convolution algorithms
     ):
         assert generation_config(cfg, runtime(**keys))["runtime"] == expected
     config_yaml = Path(monkey.conf.__file__).with_name("config.yaml")
@@ -178,6 +180,19 @@ def test_config_values_are_read_once_into_the_record():
     node = {"compile": "max-autotune", "channels_last": True, "sdpa_backend": "flash", "cuda_graphs": False}
     assert speedups_from_config(node) == Speedups("max-autotune", True, "flash", False)
     assert speedups_from_config({"compile": True}).compile == "default"
+    assert speedups_from_config({"cudnn_benchmark": True}) == Speedups(cudnn_benchmark=True)
+
+
+def test_cudnn_benchmark_is_on_only_during_a_call_and_put_back_after_an_error():
+    assert not torch.backends.cudnn.benchmark
+    with sampling(Speedups(cudnn_benchmark=True)):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError, match="planted"), sampling(Speedups(cudnn_benchmark=True)):
+        raise RuntimeError("planted")  # not a missing kernel: passed on as it is
+    assert not torch.backends.cudnn.benchmark
+    with sampling(Speedups()):
+        assert not torch.backends.cudnn.benchmark
 
 
 def test_channels_last_puts_the_unet_and_vae_weights_in_that_layout():

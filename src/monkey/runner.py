@@ -61,7 +61,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
     method = {k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}
     # the VAE's precision, where it differs from the UNet's (absent otherwise, so older hashes hold)
     vae = {"vae_dtype": str(runtime.vae).removeprefix("torch.")} if runtime.vae != runtime.dtype else {}
-    speedups = runtime.speedups.hashed()  # compile, channels_last, sdpa_backend where set (they move pixels)
+    speedups = runtime.speedups.hashed()  # the keys that move pixels, where set
     return {
         "method_target": spec.method["_target_"],
         "method": method,

@@ -92,7 +92,7 @@ class Runtime:
     dtype: torch.dtype
     model: ModelProfile
     vae_dtype: torch.dtype | None = None  # None: the same as dtype
-    speedups: Speedups = field(default_factory=Speedups)  # runtime.compile / channels_last / sdpa_backend / cuda_graphs
+    speedups: Speedups = field(default_factory=Speedups)  # the runtime speed-up keys (docs/gpu-speed.md)
 
     @property
     def vae(self) -> torch.dtype:

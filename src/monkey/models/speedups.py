@@ -12,6 +12,8 @@
   torch's choice: under an fp16 UNet the VAE runs in fp32, where flash attention has no kernel, so a
   backend around the whole call made `flash` unusable with the default precision. A backend with no
   kernel for the denoiser's shapes fails naming the key (`sampling`), never falls back.
+- `cudnn_benchmark`: `torch.backends.cudnn.benchmark` on during each generate call, so cuDNN times its
+  convolution algorithms per shape once and keeps the fastest (other algorithms round differently).
 - `cuda_graphs`: refused (see `refuse_cuda_graphs`).
 
 Every key that can move a pixel enters the run's config hash (`hashed`); the defaults add nothing,
@@ -37,7 +39,7 @@ SDPA_BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
     "cudnn": SDPBackend.CUDNN_ATTENTION,
 }
-KEYS = ("compile", "channels_last", "sdpa_backend", "cuda_graphs")
+KEYS = ("compile", "channels_last", "sdpa_backend", "cudnn_benchmark", "cuda_graphs")
 # Graphs one compiled forward may hold: MONKEY's step plans give a handful of variants (capture
 # processors on or off, recording or not, masks or not, IP scales); past this Dynamo raises
 RECOMPILE_LIMIT = 64
@@ -61,6 +63,7 @@ class Speedups:
     channels_last: bool = False
     sdpa_backend: str = "auto"
     cuda_graphs: bool = False
+    cudnn_benchmark: bool = False
 
     def hashed(self) -> dict[str, Any]:
         """The keys that can change pixels, where they differ from the defaults (for the config hash)."""
@@ -71,6 +74,8 @@ class Speedups:
             out["channels_last"] = True
         if self.sdpa_backend != "auto":
             out["sdpa_backend"] = self.sdpa_backend
+        if self.cudnn_benchmark:
+            out["cudnn_benchmark"] = True
         return out
 
 
@@ -82,6 +87,7 @@ def speedups_from_config(runtime: Any) -> Speedups:
         channels_last=flag(get("channels_last", False), "runtime.channels_last"),
         sdpa_backend=sdpa_backend_name(get("sdpa_backend", "auto")),
         cuda_graphs=flag(get("cuda_graphs", False), "runtime.cuda_graphs"),
+        cudnn_benchmark=flag(get("cudnn_benchmark", False), "runtime.cudnn_benchmark"),
     )
 
 
@@ -174,18 +180,30 @@ def is_compiled(unet: torch.nn.Module) -> bool:
 
 @contextlib.contextmanager
 def sampling(speedups: Speedups, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Around one generate call: the chosen SDPA backend's absence of a kernel (raised inside the denoiser,
-    see `attach_sdpa_backend`) as a config error naming the key."""
-    if SDPA_BACKENDS[speedups.sdpa_backend] is None:
-        yield
-        return
+    """Around one generate call: cuDNN's benchmark mode when asked (put back after), and the chosen SDPA
+    backend's absence of a kernel (raised inside the denoiser, see `attach_sdpa_backend`) as a config
+    error naming the key."""
+    with cudnn_benchmark(speedups.cudnn_benchmark):
+        try:
+            yield
+        except RuntimeError as err:
+            message = " ".join(str(err).split())
+            if speedups.sdpa_backend == "auto" or not any(
+                words in message.lower() for words in ("no available kernel", "no viable backend")
+            ):
+                raise
+            raise ConfigError(
+                f"runtime.sdpa_backend={speedups.sdpa_backend!r} has no kernel for this model's attention on "
+                f"{device} (torch: {message[:160]}). Choose auto, or a backend this device and dtype offer"
+            ) from err
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool) -> Iterator[None]:
+    """cuDNN's benchmark mode within the block when `on`; the process's own setting after it."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or on
     try:
         yield
-    except RuntimeError as err:
-        message = " ".join(str(err).split())
-        if "no available kernel" not in message.lower() and "no viable backend" not in message.lower():
-            raise
-        raise ConfigError(
-            f"runtime.sdpa_backend={speedups.sdpa_backend!r} has no kernel for this model's attention on "
-            f"{device} (torch: {message[:160]}). Choose auto, or a backend this device and dtype offer"
-        ) from err
+    finally:
+        torch.backends.cudnn.benchmark = before
