@@ -81,6 +81,21 @@ def test_the_planted_map_ranks_first_and_every_iou_is_counted_by_hand():
     assert one[one["token"] == 3].iloc[0]["iou"] == pytest.approx(hand_iou(hand, subjects[0].numpy()))
 
 
+@pytest.mark.parametrize("rule", ["gt", "ge"])
+def test_a_constant_map_gives_no_mask_and_counts_as_degenerate_under_either_rule(rule):
+    """At threshold 0 `ge` keeps every cell of a normalised map; a constant map (no spatial signal) must
+    still give no mask (IoU 0), not a full one scoring the subject's share of the grid."""
+    subject = torch.zeros(8, 8, dtype=torch.bool)
+    subject[:6, :6] = True  # a full mask would score 36 / 64
+    maps = torch.rand(4, 4, 2, generator=torch.Generator().manual_seed(3))
+    maps[..., 1] = 0.25  # token 1: constant
+    scores = score_record({map_key("down.a", 0): maps}, subject, 0.0, rule)
+    constant = scores[scores["token"] == 1].iloc[0]
+    assert constant["iou"] == 0.0 and constant["degenerate"]
+    varying = scores[scores["token"] == 0].iloc[0]
+    assert not varying["degenerate"] and varying["iou"] > 0
+
+
 def test_iou_and_mask_pooling_match_counts():
     a = torch.tensor([[1, 1, 0], [0, 1, 0]], dtype=torch.bool)
     b = torch.tensor([[1, 0, 0], [0, 1, 1]], dtype=torch.bool)
