@@ -26,14 +26,10 @@ from pathlib import Path
 import diffusers
 import torch
 import transformers
+from benchtools import sync
 from monkey.baselines.rectifid.guidance import AnchoredGuidance, GuidanceSettings, PeRFlowSampler
 from PIL import Image
 from rectifid_arch import ROOT, identity_loss, perflow_pipeline
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def guided_run(sampler, loss, reference, noise, embeds, settings, device) -> dict:

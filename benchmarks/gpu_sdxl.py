@@ -30,6 +30,7 @@ from typing import Any
 
 import diffusers
 import torch
+from benchtools import sync
 from sdxl_arch import PROMPT, parameters, sdxl_pipeline, subject_embeds
 
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
@@ -66,11 +67,6 @@ def quick_embeds(pipe: Any, items: int) -> tuple[torch.Tensor, torch.Tensor | No
         hidden = pipe.image_encoder(image, output_hidden_states=True).hidden_states[-2]  # [1, S, D]
         return hidden[None].expand(items, -1, -1, -1), None
     return pipe.image_encoder(image).image_embeds[None].expand(items, -1, -1), None
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> dict[str, float]:

@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import diffusers
 import torch
 import transformers
+from benchtools import PeakMemory, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "backpack in the jungle"
@@ -158,45 +158,7 @@ def tiny_twin_pipeline(device: torch.device) -> diffusers.StableDiffusion3Pipeli
     return pipe
 
 
-class PeakMemory:
-    """Peak memory of one call: the CUDA allocator's peak, or the process RSS sampled by a thread."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def measure(self, fn: Callable[[], Any]) -> dict[str, float]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-            return {"peak_mib": peak / 2**20, "above_start_mib": (peak - before) / 2**20}
-        import psutil
-
-        process = psutil.Process()
-        before = process.memory_info().rss
-        peak = [before]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], process.memory_info().rss)
-                time.sleep(0.002)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            fn()
-        finally:
-            done.set()
-            thread.join()
-        peak[0] = max(peak[0], process.memory_info().rss)
-        return {"peak_mib": peak[0] / 2**20, "above_start_mib": (peak[0] - before) / 2**20}
-
-
-def measured(fn: Callable[[], Any], memory: "PeakMemory") -> tuple[float, dict[str, float]]:
+def measured(fn: Callable[[], Any], memory: PeakMemory) -> tuple[float, dict[str, float]]:
     """Seconds and peak memory of one call."""
     seconds = [0.0]
 
@@ -274,19 +236,6 @@ def run(
         "memory_above_start_ratio": peak["tf_ti2i"]["above_start_mib"] / max(peak["plain"]["above_start_mib"], 1e-9),
         "pairs_s": times,
     }
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    info = {
-        "platform": platform.platform(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "load_average": os.getloadavg(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def measure(model: str, device: torch.device, dtype: torch.dtype, size: int, steps: int, pairs: int, blocks: int):

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any
 import diffusers
 import torch
 import transformers
+from benchtools import cpu_model, git_commit, machine, sync, timed
 from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -231,19 +231,6 @@ def time_image_encoder(encoder: torch.nn.Module, device: torch.device, dtype: to
 
 
 # ---- measuring ----------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
 def peak_memory_mib(fn: Callable[[], Any], device: torch.device) -> float | None:
     """CUDA allocator peak of one call (None on CPU: the RSS of a shared process says little)."""
     if device.type != "cuda":
@@ -572,7 +559,7 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
         "quick": quick,
         "device": str(device),
         "device_name": name,
-        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "versions": versions(),
         "settings": {
             "size": size,
@@ -790,7 +777,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "quick": quick,
         "device": str(device),
         "device_name": name,
-        "machine": machine(),
+        "machine": machine(device),
         "versions": versions(),
         "settings": {
             "size": size,
@@ -851,7 +838,7 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": git_commit(),
-        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "versions": versions(),
         "settings": {"size": args.cpu_size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs},
         "seconds": times,
@@ -937,19 +924,10 @@ def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": git_commit(),
-        "machine": {**machine(), "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "versions": versions(),
         "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
         **{key: value for key, value in parts.items() if key not in ("batch_size", "rounds")},
-    }
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -961,23 +939,6 @@ def versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "cuda": str(torch.version.cuda),
     }
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # ---- the record ---------------------------------------------------------------------------------------
@@ -1065,8 +1026,7 @@ def markdown(record: dict[str, Any]) -> str:
             "## CPU: MONKEY / IP-Adapter with the early exit",
             "",
             f"{cpu['created']}, commit {cpu['git_commit']}; {m['processor']}, {m['logical_cpus']} logical CPUs, "
-            f"load average {tuple(round(x, 2) for x in m['load_average_start'])} at start, "
-            f"{tuple(round(x, 2) for x in m['load_average_end'])} at end (a machine shared with other jobs: absolute "
+            f"{load_span(m)} (a machine shared with other jobs: absolute "
             f"times are inflated; the three ran in rotating order). Real architecture, random weights, "
             f"{cpu['settings']['size']} px, fp32, batch 1, {cpu['settings']['rounds']} rounds, medians.",
             "",
@@ -1083,24 +1043,16 @@ def markdown(record: dict[str, Any]) -> str:
         ]
     breakdown = record.get("cpu_breakdown")
     if breakdown is not None:
-        med, m = breakdown["median_s"], breakdown["machine"]
+        m = breakdown["machine"]
         lines += [
             "## CPU: where MONKEY's time goes",
             "",
-            f"{breakdown['created']}, commit {breakdown['git_commit']}; load average "
-            f"{tuple(round(x, 2) for x in m['load_average_start'])} at start, "
-            f"{tuple(round(x, 2) for x in m['load_average_end'])} at end (shared machine). "
+            f"{breakdown['created']}, commit {breakdown['git_commit']}; {load_span(m)} (shared machine). "
             f"{'Tiny shapes' if breakdown['settings'].get('quick') else 'Real architecture'}, "
             f"{breakdown['settings']['size']} px, fp32, batch 1, medians of {breakdown['settings']['rounds']} "
             "rotating rounds, each part timed alone.",
             "",
-            "| part | seconds |",
-            "|---|---|",
-            *[f"| {name} | {value:.2f} |" for name, value in med.items()],
-            "",
-            f"MONKEY as the sum of its parts / IP-Adapter: {breakdown['monkey_sum_over_ip_adapter']:.3f}; pass 1 "
-            f"costs {breakdown['pass1_in_unet_evaluations']:.2f} of pass 2's steps; the mask maths "
-            f"{breakdown['mask_maths_share_of_monkey']:.2%} of MONKEY's time.",
+            *parts_lines(breakdown),
             "",
         ]
     if record.get("provenance"):  # how the device run above was made, written beside it by whoever ran it
@@ -1117,9 +1069,8 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
         f"## Speed-up keys on MONKEY ({'CPU, tiny shapes' if run['quick'] else run['device_name']})",
         "",
         f"{run['created']}, commit {run['git_commit']}; torch {run['versions']['torch']}. {s['size']} px, UNet "
-        f"{s['dtype']}, batch {s['batch_size']}, {s['pairs']} interleaved (plain, variant) pairs per key; load "
-        f"average {tuple(round(x, 2) for x in m['load_average_start'])} at start, "
-        f"{tuple(round(x, 2) for x in m['load_average_end'])} at end; wall time {run['wall_s']:.0f} s "
+        f"{s['dtype']}, batch {s['batch_size']}, {s['pairs']} interleaved (plain, variant) pairs per key; "
+        f"{load_span(m)}; wall time {run['wall_s']:.0f} s "
         f"(budget {s['budget_s']:.0f} s). Time ratio < 1 is faster; pixel difference in 0-255 levels against the "
         "plain run's images.",
         "",
@@ -1138,24 +1089,14 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
             )
         else:
             lines.append(f"| {v['variant']} | {v.get('error') or 'skipped: ' + v['skipped']} | | | | |")
-    parts = run.get("parts")
-    if parts is not None:
-        med = parts["median_s"]
+    if run.get("parts") is not None:
+        parts = run["parts"]
         lines += [
             "",
             f"Where the plain batch-{parts['batch_size']} call's time goes (each part alone, medians of "
-            f"{parts['rounds']} rotating rounds): MONKEY as the sum of its parts / IP-Adapter "
-            f"{parts['monkey_sum_over_ip_adapter']:.3f}; pass 1 costs {parts['pass1_in_unet_evaluations']:.2f} of "
-            f"pass 2's steps; the VAE decode is {parts['vae_share_of_monkey']:.1%} of MONKEY's time"
-            + (
-                f"; a bfloat16 VAE moves the pixels by up to {parts['vae_bf16_max_pixel_difference']} of 255."
-                if parts.get("vae_bf16_max_pixel_difference") is not None
-                else "."
-            ),
+            f"{parts['rounds']} rotating rounds):",
             "",
-            "| part | seconds |",
-            "|---|---|",
-            *[f"| {name.replace('_', ' ')} | {seconds:.4f} |" for name, seconds in med.items()],
+            *parts_lines(parts),
         ]
     larger = run.get("larger_batch")
     if larger is not None and "error" in larger:
@@ -1173,6 +1114,28 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
             f"{_fmt(sh['peak_memory_mib'], '.0f')}.",
         ]
     return [*lines, ""]
+
+
+def parts_lines(parts: dict[str, Any]) -> list[str]:
+    """`time_parts`' figures: a summary sentence and the table of medians."""
+    bf16 = parts.get("vae_bf16_max_pixel_difference")
+    summary = (
+        f"MONKEY as the sum of its parts / IP-Adapter {parts['monkey_sum_over_ip_adapter']:.3f}; pass 1 costs "
+        f"{parts['pass1_in_unet_evaluations']:.2f} of pass 2's steps; the mask maths "
+        f"{parts['mask_maths_share_of_monkey']:.2%} of MONKEY's time"
+    )
+    if "vae_share_of_monkey" in parts:
+        summary += f", the VAE decode {parts['vae_share_of_monkey']:.1%}"
+    if bf16 is not None:
+        summary += f"; a bfloat16 VAE moves the pixels by up to {bf16} of 255"
+    rows = [f"| {name.replace('_', ' ')} | {seconds:.4f} |" for name, seconds in parts["median_s"].items()]
+    return [summary + ".", "", "| part | seconds |", "|---|---|", *rows]
+
+
+def load_span(machine: dict[str, Any]) -> str:
+    """The load average at a run's start and end (a shared machine inflates its times)."""
+    start, end = (tuple(round(x, 2) for x in machine[key]) for key in ("load_average_start", "load_average_end"))
+    return f"load average {start} at start, {end} at end"
 
 
 def round_ratios(seconds: dict[str, list[float]], method: str) -> str:

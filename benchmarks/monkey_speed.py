@@ -21,12 +21,9 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +35,9 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
 
 import diffusers  # noqa: E402
-import psutil  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from benchtools import PeakMemory, git_commit, interleaved, machine  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from sd15_arch import CROSS_DIM, PROMPT, clip_text, sd15_unet, sd_vae  # noqa: E402
 
@@ -102,100 +99,6 @@ def write_ip_adapter(unet: diffusers.UNet2DConditionModel, path: Path) -> None:
                 state[f"ip_adapter.{index}.{key}.weight"] = torch.randn(hidden, CROSS_DIM, generator=generator) * 0.02
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, path)
-
-
-class PeakMemory:
-    """Peak memory of one call: CUDA allocator peak, or the process RSS sampled by a thread."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.process = psutil.Process()
-
-    def measure(self, fn: Callable[[], Any]) -> dict[str, float]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-            return {"peak_mib": peak / 2**20, "above_start_mib": (peak - before) / 2**20}
-        before = self.process.memory_info().rss
-        peak = [before]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], self.process.memory_info().rss)
-                time.sleep(0.002)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            fn()
-        finally:
-            done.set()
-            thread.join()
-        peak[0] = max(peak[0], self.process.memory_info().rss)
-        return {"peak_mib": peak[0] / 2**20, "above_start_mib": (peak[0] - before) / 2**20}
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def interleaved(
-    a: Callable[[], Any], b: Callable[[], Any], pairs: int, device: torch.device, label: str
-) -> list[tuple[float, float]]:
-    """ABBA order, so a drifting machine load hits both sides alike."""
-    results = []
-    for index in range(pairs):
-        if index % 2 == 0:
-            ta, tb = timed(a, device), timed(b, device)
-        else:
-            tb, ta = timed(b, device), timed(a, device)
-        results.append((ta, tb))
-        print(f"  {label} pair {index + 1}/{pairs}: {ta:.2f} s vs {tb:.2f} s (ratio {ta / tb:.3f})", flush=True)
-    return results
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    info = {
-        "platform": platform.platform(),
-        "processor": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monkey_speed import MMAP_ENV, PeakMemory, build_pipeline, git_commit, machine, timed
+from benchtools import PeakMemory, git_commit, machine, timed
+from monkey_speed import MMAP_ENV, build_pipeline
 
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})

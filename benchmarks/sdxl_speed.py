@@ -33,7 +33,7 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
-from monkey_speed import PeakMemory, git_commit, interleaved, machine  # noqa: E402
+from benchtools import PeakMemory, git_commit, interleaved, machine  # noqa: E402
 from sdxl_arch import PROMPT, parameters, sdxl_pipeline, subject_embeds  # noqa: E402
 
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402

@@ -1,6 +1,8 @@
 """Test setup: offline hub, a private cache for tiny checkpoints, and config composition helpers."""
 
+import importlib.util
 import os
+import sys
 import tempfile
 
 # Before any Hugging Face import: the suite must never reach a hub.
@@ -20,6 +22,22 @@ from omegaconf import DictConfig
 from monkey.models.profiles import load_pipeline, profile_from_config, resolve_runtime
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module, its sibling imports (benchtools, sd15_arch, ...) found as
+    `python benchmarks/<name>.py` finds them: the folder is on the path while the script loads."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 def compose_config(*overrides: str) -> DictConfig:

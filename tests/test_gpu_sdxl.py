@@ -1,27 +1,16 @@
 """benchmarks/gpu_sdxl.py runs unchanged on a CPU with --quick (the tiny SDXL twins): its figures agree
 with the raw timings it records, both adapters and both guidance modes run, and the budget skips rows."""
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports sdxl_arch beside it, as `python benchmarks/...` does
-    try:
-        spec = importlib.util.spec_from_file_location("gpu_sdxl", BENCHMARKS / "gpu_sdxl.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return load_benchmark("gpu_sdxl")  # it imports sdxl_arch and benchtools beside it
 
 
 def test_quick_run_records_consistent_figures(benchmark, tmp_path):

@@ -1,23 +1,20 @@
 """benchmarks/gpu_throughput.py runs unchanged on a CPU with --quick: its figures agree with each other
 and with the raw timings it records, MONKEY's early exit shows in its FLOPs, and the budget skips."""
 
-import importlib.util
 import json
 import re
 import statistics
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_throughput")
 
 
 def test_quick_run_records_consistent_figures_and_keeps_other_sections(benchmark, tmp_path):
@@ -126,3 +123,18 @@ def test_gpu_all_default_checks_fit_one_device_call():
     limits = dict(re.findall(r"^\s+([a-z_0-9]+)\) run (\d+) ", script, flags=re.MULTILINE))
     assert set(defaults) <= set(limits) and "speedups" in defaults  # issue 20's compile modes come first
     assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 600
+
+
+def test_cpu_breakdown_parts_add_up_to_the_monkey_figure(benchmark, tmp_path):
+    path = benchmark.main(["--cpu-breakdown", "--quick", "--pairs", "1", "--out", str(tmp_path)])
+    section = json.loads(path.read_text())["cpu_breakdown"]
+    median = section["median_s"]
+    monkey_parts = ("text_encoder", "pass1_to_capture_layer", "mask_maths", "pass2_to_latents", "vae_decode_and_pil")
+    assert set(median) == {*monkey_parts, "ip_adapter_call"}  # a CPU run leaves the bf16 VAE out
+    assert section["monkey_sum_of_parts_s"] == pytest.approx(sum(median[name] for name in monkey_parts))
+    assert section["monkey_sum_over_ip_adapter"] == pytest.approx(
+        section["monkey_sum_of_parts_s"] / median["ip_adapter_call"]
+    )
+    text = path.with_suffix(".md").read_text()
+    assert "## CPU: where MONKEY's time goes" in text
+    assert f"| pass2 to latents | {median['pass2_to_latents']:.4f} |" in text

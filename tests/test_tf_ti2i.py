@@ -337,9 +337,7 @@ def test_multirun_beside_monkey_fills_the_papers_tf_ti2i_row(tmp_path):
     import pandas as pd
     from test_cli import run_cli
 
-    result = run_cli(
-        tmp_path, "method=monkey,tf_ti2i", "plan.limit.subjects=1", "plan.limit.prompts=2", *QUICK_SIZE
-    )
+    result = run_cli(tmp_path, "method=monkey,tf_ti2i", "plan.limit.subjects=1", "plan.limit.prompts=2", *QUICK_SIZE)
     assert result.returncode == 0, result.stderr[-3000:]
     experiment = tmp_path / "runs" / "demo"
     rows = [row for folder in experiment.glob("tf_ti2i*") for row in RunStore(folder).rows()]
@@ -358,15 +356,12 @@ def test_multirun_beside_monkey_fills_the_papers_tf_ti2i_row(tmp_path):
 
 def test_gpu_check_script_runs_quick_on_cpu_and_records_its_figures(tmp_path):
     """benchmarks/gpu_tf_ti2i.py --quick: the tiny twin on CPU; the record's medians are those of its pairs."""
-    import importlib.util
     import json
     import statistics
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_tf_ti2i.py"
-    spec = importlib.util.spec_from_file_location("gpu_tf_ti2i", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from conftest import load_benchmark
+
+    script = load_benchmark("gpu_tf_ti2i")
     assert script.main(["--quick", "--out", str(tmp_path), "--pairs", "2"]) == 0
     record = json.loads((tmp_path / "gpu_tf_ti2i_quick.json").read_text())
     case = record["cases"][0]

@@ -1,0 +1,121 @@
+"""What every benchmark script measures the same way: wall time around a synchronised device, peak
+memory, interleaved A/B pairs, and the machine and commit a record was made on. One copy, so two
+records never differ by how they were taken. Imported beside the scripts (`python benchmarks/X.py`
+puts this folder on the path; tests that load a script by file put it there too)."""
+
+import os
+import platform
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer reads what the work took."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of one call, the device synchronised before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved(
+    a: Callable[[], Any], b: Callable[[], Any], pairs: int, device: torch.device, label: str
+) -> list[tuple[float, float]]:
+    """(a, b) seconds per pair in ABBA order, so a drifting machine load hits both sides alike."""
+    results = []
+    for index in range(pairs):
+        if index % 2 == 0:
+            ta, tb = timed(a, device), timed(b, device)
+        else:
+            tb, ta = timed(b, device), timed(a, device)
+        results.append((ta, tb))
+        print(f"  {label} pair {index + 1}/{pairs}: {ta:.2f} s vs {tb:.2f} s (ratio {ta / tb:.3f})", flush=True)
+    return results
+
+
+class PeakMemory:
+    """Peak memory of one call: the CUDA allocator's peak, or the process RSS sampled by a thread."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def measure(self, fn: Callable[[], Any]) -> dict[str, float]:
+        if self.device.type == "cuda":
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            fn()
+            sync(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+            return {"peak_mib": peak / 2**20, "above_start_mib": (peak - before) / 2**20}
+        import psutil  # CPU only: a GPU machine's environment may lack it
+
+        process = psutil.Process()
+        before = process.memory_info().rss
+        peak = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], process.memory_info().rss)
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            fn()
+        finally:
+            done.set()
+            thread.join()
+        peak[0] = max(peak[0], process.memory_info().rss)
+        return {"peak_mib": peak[0] / 2**20, "above_start_mib": (peak[0] - before) / 2**20}
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """The machine a record was made on, with its load when asked (a shared machine inflates times)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "device": str(device),
+        "load_average": os.getloadavg(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout the script runs from (None outside git)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
