@@ -138,3 +138,11 @@ def test_cpu_breakdown_parts_add_up_to_the_monkey_figure(benchmark, tmp_path):
     text = path.with_suffix(".md").read_text()
     assert "## CPU: where MONKEY's time goes" in text
     assert f"| pass2 to latents | {median['pass2_to_latents']:.4f} |" in text
+
+
+def test_a_spent_speedups_budget_skips_every_key_but_still_records_the_cuda_graphs_refusal(benchmark, tmp_path):
+    path = benchmark.main(["--quick", "--speedups", "--speedup-pairs", "1", "--out", str(tmp_path), "--budget-s", "0"])
+    variants = {v["variant"]: v for v in json.loads(path.read_text())["speedups_cpu"]["variants"]}
+    assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]  # costs no time
+    for name in ("sdpa_backend=flash", "compile=default", "channels_last"):
+        assert variants[name]["skipped"].startswith("budget:")
