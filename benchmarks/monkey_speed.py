@@ -35,70 +35,22 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
 
 import diffusers  # noqa: E402
+import lcm_arch  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from benchtools import PeakMemory, git_commit, interleaved, machine  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from sd15_arch import CROSS_DIM, PROMPT, clip_text, sd15_unet, sd_vae  # noqa: E402
+from sd15_arch import PROMPT  # noqa: E402
 
 from monkey.adapter.control import StepController, StepPlan, StopSampling  # noqa: E402
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402
 from monkey.adapter.settings import MonkeySettings  # noqa: E402
 
-IMAGE_EMBED_DIM, IMAGE_TOKENS = 1024, 4
+IMAGE_EMBED_DIM = lcm_arch.Shapes().image_embed_dim  # h94 SD1.5: ViT-H/14, 1024
 
 
 def build_pipeline(folder: Path, device: torch.device, dtype: torch.dtype) -> diffusers.DiffusionPipeline:
-    """LCM Dreamshaper v7's architecture with random weights and an IP-Adapter loaded by load_ip_adapter."""
-    torch.manual_seed(0)
-    unet = sd15_unet(time_cond_proj_dim=256, sample_size=96)  # LCM's time conditioning
-    vae = sd_vae()
-    tokenizer, text_encoder = clip_text(folder)
-    scheduler = diffusers.LCMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        set_alpha_to_one=True,
-        original_inference_steps=50,
-    )
-    pipe = diffusers.LatentConsistencyModelPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    write_ip_adapter(unet, folder / "ip_adapter" / "models" / "ip-adapter_sd15.safetensors")
-    pipe.load_ip_adapter(
-        str(folder / "ip_adapter"),
-        subfolder="models",
-        weight_name="ip-adapter_sd15.safetensors",
-        image_encoder_folder=None,
-    )
-    pipe.to(device, dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def write_ip_adapter(unet: diffusers.UNet2DConditionModel, path: Path) -> None:
-    """h94's layout and shapes: image_proj (1024 -> 4 x 768 tokens), to_k_ip/to_v_ip per attn2."""
-    generator = torch.Generator().manual_seed(1)
-    state = {
-        "image_proj.proj.weight": torch.randn(IMAGE_TOKENS * CROSS_DIM, IMAGE_EMBED_DIM, generator=generator) * 0.02,
-        "image_proj.proj.bias": torch.zeros(IMAGE_TOKENS * CROSS_DIM),
-        "image_proj.norm.weight": torch.ones(CROSS_DIM),
-        "image_proj.norm.bias": torch.zeros(CROSS_DIM),
-    }
-    for index, name in enumerate(unet.attn_processors):
-        if name.endswith("attn2.processor"):
-            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-            for key in ("to_k_ip", "to_v_ip"):
-                state[f"ip_adapter.{index}.{key}.weight"] = torch.randn(hidden, CROSS_DIM, generator=generator) * 0.02
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, path)
+    """LCM Dreamshaper v7's architecture with random weights (lcm_arch, as gpu_throughput.py builds it)."""
+    return lcm_arch.build_pipeline(folder, lcm_arch.Shapes(), device, dtype, dtype)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """SD1.5's architecture with random weights (no download), shared by the CPU benchmarks: the UNet
 (320/640/1280/1280, cross-attention 768), the SD VAE and a CLIP ViT-L/14-sized text encoder with the
-project's offline tokenizer. Import after `monkey` is importable (monkey_speed, rectifid_arch)."""
+project's offline tokenizer. Import after `monkey` is importable (rectifid_arch, sdxl_arch; lcm_arch takes PROMPT)."""
 
 from pathlib import Path
 
