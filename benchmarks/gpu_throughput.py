@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -454,32 +454,24 @@ def eval_backbones(quick: bool, device: torch.device) -> list[Any]:
                 name, pretrained=False, num_classes=0, img_size=224, **(tiny_vit if quick else {})
             )
         backbones.append(TimmBackbone(spec, model, device, 32))
+    clip = BackboneSpec(
+        key="clip",
+        kind="open_clip",
+        model_name="ViT-B-32",
+        image_metric="clip_i",
+        text_metric="clip_t",
+        force_quick_gelu=True,
+    )
     if quick:
-        clip_spec = BackboneSpec(
-            key="clip",
-            kind="open_clip",
-            model_name="ViT-B-32",
-            image_metric="clip_i",
-            text_metric="clip_t",
-            force_quick_gelu=True,
-            tiny={
-                "embed_dim": 16,
-                "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "patch_size": 32, "head_width": 16},
-                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-            },
-        )
-        backbones.append(load_backbone(clip_spec, str(device), 32))
+        tiny = {
+            "embed_dim": 16,
+            "vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "patch_size": 32, "head_width": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+        }
+        backbones.append(load_backbone(replace(clip, tiny=tiny), str(device), 32))
     else:
-        spec = BackboneSpec(
-            key="clip",
-            kind="open_clip",
-            model_name="ViT-B-32",
-            image_metric="clip_i",
-            text_metric="clip_t",
-            force_quick_gelu=True,
-        )
         model, _, transform = open_clip.create_model_and_transforms("ViT-B-32", pretrained=None, force_quick_gelu=True)
-        backbones.append(OpenClipBackbone(spec, model, device, 32, transform, open_clip.get_tokenizer("ViT-B-32")))
+        backbones.append(OpenClipBackbone(clip, model, device, 32, transform, open_clip.get_tokenizer("ViT-B-32")))
     return backbones
 
 
