@@ -5,6 +5,7 @@ puts this folder on the path; tests that load a script by file put it there too)
 
 import os
 import platform
+import statistics
 import subprocess
 import threading
 import time
@@ -119,3 +120,47 @@ def git_commit() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def monkey_against_ip_adapter(pipe: Any, sampler: Any, batch: Any, pairs: int, device: torch.device) -> dict[str, Any]:
+    """MONKEY (`sampler`, a MonkeySampler) against the plain IP-Adapter at scale 1 with pass 2's steps
+    and guidance, on one batch of one subject: a warm-up of each, peak memory, then `pairs` ABBA pairs.
+    Returns the figures both CPU speed benchmarks record."""
+    settings = sampler.settings
+    masks: list[dict[str, Any]] = []
+
+    def ip_adapter() -> Any:
+        pipe.set_ip_adapter_scale(1.0)
+        return pipe(
+            prompt=list(batch.prompts),
+            height=batch.height,
+            width=batch.width,
+            num_inference_steps=settings.final_steps,
+            guidance_scale=settings.guidance_scale,
+            generator=batch.generators(),
+            ip_adapter_image_embeds=[batch.image_embeds],
+            output_type="pil",
+        )
+
+    def monkey() -> Any:
+        output = sampler(batch)
+        masks.append(output.masks[0].info())
+        return output
+
+    print("warm-up ...", flush=True)
+    monkey()
+    ip_adapter()
+    memory = PeakMemory(device)
+    peak = {"ip_adapter": memory.measure(ip_adapter), "monkey": memory.measure(monkey)}
+    print(f"peak memory: {peak}", flush=True)
+    print("timing MONKEY vs IP-Adapter ...", flush=True)
+    times = interleaved(monkey, ip_adapter, pairs, device, "monkey/ip_adapter")
+    return {
+        "monkey_s_median": statistics.median(a for a, _ in times),
+        "ip_adapter_s_median": statistics.median(b for _, b in times),
+        "time_ratio_median": statistics.median(a / b for a, b in times),
+        "peak_memory": peak,
+        "memory_ratio": peak["monkey"]["peak_mib"] / peak["ip_adapter"]["peak_mib"],
+        "pairs_s": times,
+        "mask_info": masks[-1],
+    }

@@ -38,7 +38,7 @@ import diffusers  # noqa: E402
 import lcm_arch  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from benchtools import PeakMemory, git_commit, interleaved, machine  # noqa: E402
+from benchtools import git_commit, interleaved, machine, monkey_against_ip_adapter  # noqa: E402
 from sd15_arch import PROMPT  # noqa: E402
 
 from monkey.adapter.control import StepController, StepPlan, StopSampling  # noqa: E402
@@ -78,26 +78,6 @@ def main() -> None:
     embeds = torch.randn(1, 1, IMAGE_EMBED_DIM, generator=torch.Generator().manual_seed(2)).to(device, dtype)
     batch = SubjectBatch([PROMPT], [0], embeds, args.size, args.size)
     text = sampler.encode_text(batch)
-    masks_info: list[dict[str, Any]] = []
-
-    def ip_adapter() -> Any:
-        pipe.set_ip_adapter_scale(1.0)
-        return pipe(
-            prompt=[PROMPT],
-            height=args.size,
-            width=args.size,
-            num_inference_steps=settings.final_steps,
-            guidance_scale=settings.guidance_scale,
-            generator=batch.generators(),
-            ip_adapter_image_embeds=[embeds],
-            output_type="pil",
-        )
-
-    def monkey() -> Any:
-        output = sampler(batch)
-        masks_info.append(output.masks[0].info())
-        return output
-
     record_seconds: list[float] = []
 
     def pass1_recording() -> None:
@@ -116,38 +96,24 @@ def main() -> None:
                 callback_on_step_end=control.after_step,
             )
 
-    print("warm-up ...", flush=True)
-    monkey()
-    ip_adapter()
-    memory = PeakMemory(device)
-    peak = {"ip_adapter": memory.measure(ip_adapter), "monkey": memory.measure(monkey)}
-    print(f"peak memory: {peak}", flush=True)
-    print("timing MONKEY vs IP-Adapter ...", flush=True)
-    pairs = interleaved(monkey, ip_adapter, args.pairs, device, "monkey/ip_adapter")
+    head_to_head = monkey_against_ip_adapter(pipe, sampler, batch, args.pairs, device)
     print("timing pass 1 with vs without recording ...", flush=True)
     record_seconds.clear()
     pass1_pairs = interleaved(pass1_recording, pass1_plain, args.record_pairs, device, "pass1 record/plain")
     load_end = os.getloadavg()
 
-    ratio = statistics.median(a / b for a, b in pairs)
+    ratio, memory_ratio = head_to_head["time_ratio_median"], head_to_head["memory_ratio"]
     overhead_ab = statistics.median(a / b - 1 for a, b in pass1_pairs)
     overhead_direct = statistics.median(s / (a - s) for s, (a, _) in zip(record_seconds, pass1_pairs, strict=True))
-    memory_ratio = peak["monkey"]["peak_mib"] / peak["ip_adapter"]["peak_mib"]
     figures = {
-        "monkey_s_median": statistics.median(a for a, _ in pairs),
-        "ip_adapter_s_median": statistics.median(b for _, b in pairs),
-        "time_ratio_median": ratio,
+        **head_to_head,
         "unet_evaluation_floor": (settings.last_capture_step + 1 + settings.final_steps) / settings.final_steps,
         "pass1_recording_s_median": statistics.median(a for a, _ in pass1_pairs),
         "pass1_plain_s_median": statistics.median(b for _, b in pass1_pairs),
         "record_overhead_ab_median": overhead_ab,
         "record_overhead_direct_median": overhead_direct,
         "record_seconds_median": statistics.median(record_seconds),
-        "peak_memory": peak,
-        "memory_ratio": memory_ratio,
-        "pairs_s": pairs,
         "pass1_pairs_s": pass1_pairs,
-        "mask_info": masks_info[-1],
     }
     verdict = {
         "time_ratio": {"target": TARGETS["time_ratio"], "value": ratio, "pass": ratio <= TARGETS["time_ratio"]},

@@ -19,7 +19,6 @@ benchmarks/gpu_sdxl.py measures the full architecture in fp16 at 1024 px on a GP
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
-from benchtools import PeakMemory, git_commit, interleaved, machine  # noqa: E402
+from benchtools import git_commit, machine, monkey_against_ip_adapter  # noqa: E402
 from sdxl_arch import PROMPT, parameters, sdxl_pipeline, subject_embeds  # noqa: E402
 
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402
@@ -63,43 +62,11 @@ def main() -> None:
     sampler = MonkeySampler(pipe, settings)
     embeds = subject_embeds(False, device, dtype)  # [1, 1, 1280]
     batch = SubjectBatch([PROMPT], [0], embeds, args.size, args.size)
-    masks: list[dict[str, Any]] = []
-
-    def ip_adapter() -> Any:
-        pipe.set_ip_adapter_scale(1.0)
-        return pipe(
-            prompt=[PROMPT],
-            height=args.size,
-            width=args.size,
-            num_inference_steps=settings.final_steps,
-            guidance_scale=settings.guidance_scale,
-            generator=batch.generators(),
-            ip_adapter_image_embeds=[embeds],
-            output_type="pil",
-        )
-
-    def monkey() -> Any:
-        output = sampler(batch)
-        masks.append(output.masks[0].info())
-        return output
-
-    print("warm-up ...", flush=True)
-    monkey()
-    ip_adapter()
-    memory = PeakMemory(device)
-    peak = {"ip_adapter": memory.measure(ip_adapter), "monkey": memory.measure(monkey)}
-    print(f"peak memory: {peak}", flush=True)
-    pairs = interleaved(monkey, ip_adapter, args.pairs, device, "monkey/ip_adapter")
+    head_to_head = monkey_against_ip_adapter(pipe, sampler, batch, args.pairs, device)
     load_end = os.getloadavg()
     figures = {
-        "monkey_s_median": statistics.median(a for a, _ in pairs),
-        "ip_adapter_s_median": statistics.median(b for _, b in pairs),
-        "time_ratio_median": statistics.median(a / b for a, b in pairs),
+        **head_to_head,
         "unet_evaluation_ceiling": (settings.last_capture_step + 1 + settings.final_steps) / settings.final_steps,
-        "peak_memory": peak,
-        "memory_ratio": peak["monkey"]["peak_mib"] / peak["ip_adapter"]["peak_mib"],
-        "pairs_s": pairs,
-        "mask_info": masks[-1],
     }
     record = {
         "benchmark": "sdxl_speed",
