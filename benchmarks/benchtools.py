@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
+import transformers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +102,30 @@ def machine(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def provenance(device: torch.device, load_start: tuple[float, float, float] | None = None) -> dict[str, Any]:
+    """A record's when, what code, which machine and which versions; with `load_start` (os.getloadavg()
+    when the timing began) the machine's load then and now."""
+    info = machine(device)
+    if load_start is not None:
+        info = {**info, "load_average_start": load_start, "load_average_end": os.getloadavg()}
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": git_commit(),
+        "machine": info,
+        "versions": versions(),
+    }
 
 
 def cpu_model() -> str:

@@ -27,7 +27,6 @@ import copy
 import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,10 +36,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import diffusers
 import torch
-import transformers
-from benchtools import cpu_model, git_commit, machine, sync, timed
+from benchtools import cpu_model, provenance, sync, timed
 from lcm_arch import QUICK, Shapes, build_image_encoder, build_pipeline
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -397,13 +394,10 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
             f"pixels move by up to {results[-1]['max_pixel_difference']}, masks equal {results[-1]['masks_equal']}"
         )
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
+        **provenance(device, load_start),
         "quick": quick,
         "device": str(device),
         "device_name": name,
-        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "versions": versions(),
         "settings": {
             "size": size,
             "dtype": str(dtype).removeprefix("torch."),
@@ -607,13 +601,10 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "dreambooth_grid_3160_images_minutes": 3160 / best["monkey"]["images_per_s"] / 60,
         }
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
+        **provenance(device),
         "quick": quick,
         "device": str(device),
         "device_name": name,
-        "machine": machine(device),
-        "versions": versions(),
         "settings": {
             "size": size,
             "dtype": str(dtype).removeprefix("torch."),
@@ -671,10 +662,7 @@ def cpu_ratio(args: argparse.Namespace) -> dict[str, Any]:
         m / i for m, i in zip(times["monkey_no_early_exit"], times["ip_adapter"], strict=True)
     )
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
-        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "versions": versions(),
+        **provenance(device, load_start),
         "settings": {"size": args.cpu_size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs},
         "seconds": times,
         "median_s": {name: statistics.median(values) for name, values in times.items()},
@@ -757,22 +745,9 @@ def cpu_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     work = Workload(pipe, sampler, shapes, 1, size, device)
     parts = time_parts(pipe, sampler, work, device, args.pairs, bf16_vae=False)  # a CPU has no fast bf16 convs
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
-        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": os.getloadavg()},
-        "versions": versions(),
+        **provenance(device, load_start),
         "settings": {"size": size, "dtype": "float32", "batch_size": 1, "rounds": args.pairs, "quick": args.quick},
         **{key: value for key, value in parts.items() if key not in ("batch_size", "rounds")},
-    }
-
-
-def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "cuda": str(torch.version.cuda),
     }
 
 

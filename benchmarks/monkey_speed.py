@@ -19,11 +19,9 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +35,7 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
 import diffusers  # noqa: E402
 import lcm_arch  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
-from benchtools import git_commit, interleaved, machine, monkey_against_ip_adapter  # noqa: E402
+from benchtools import interleaved, monkey_against_ip_adapter, provenance  # noqa: E402
 from sd15_arch import PROMPT  # noqa: E402
 
 from monkey.adapter.control import StepController, StepPlan, StopSampling  # noqa: E402
@@ -100,7 +97,6 @@ def main() -> None:
     print("timing pass 1 with vs without recording ...", flush=True)
     record_seconds.clear()
     pass1_pairs = interleaved(pass1_recording, pass1_plain, args.record_pairs, device, "pass1 record/plain")
-    load_end = os.getloadavg()
 
     ratio, memory_ratio = head_to_head["time_ratio_median"], head_to_head["memory_ratio"]
     overhead_ab = statistics.median(a / b - 1 for a, b in pass1_pairs)
@@ -131,15 +127,7 @@ def main() -> None:
     }
     record = {
         "benchmark": "monkey_speed",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
-        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": load_end},
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-        },
+        **provenance(device, load_start),
         "settings": {
             "model": "LCM Dreamshaper v7 architecture, random weights; h94 SD1.5 IP-Adapter shapes",
             "size": args.size,

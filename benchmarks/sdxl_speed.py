@@ -18,10 +18,8 @@ benchmarks/gpu_sdxl.py measures the full architecture in fp16 at 1024 px on a GP
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
 
-import diffusers  # noqa: E402
 import torch  # noqa: E402
-from benchtools import git_commit, machine, monkey_against_ip_adapter  # noqa: E402
+from benchtools import monkey_against_ip_adapter, provenance  # noqa: E402
 from sdxl_arch import PROMPT, parameters, sdxl_pipeline, subject_embeds  # noqa: E402
 
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch  # noqa: E402
@@ -63,21 +60,13 @@ def main() -> None:
     embeds = subject_embeds(False, device, dtype)  # [1, 1, 1280]
     batch = SubjectBatch([PROMPT], [0], embeds, args.size, args.size)
     head_to_head = monkey_against_ip_adapter(pipe, sampler, batch, args.pairs, device)
-    load_end = os.getloadavg()
     figures = {
         **head_to_head,
         "unet_evaluation_ceiling": (settings.last_capture_step + 1 + settings.final_steps) / settings.final_steps,
     }
     record = {
         "benchmark": "sdxl_speed",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "git_commit": git_commit(),
-        "machine": {**machine(device), "load_average_start": load_start, "load_average_end": load_end},
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-        },
+        **provenance(device, load_start),
         "settings": {
             "model": f"SDXL base 1.0 UNet widths, transformer blocks per level {DEPTH} (real: (1, 2, 10)), "
             "random weights; h94 ip-adapter_sdxl shapes; sdxl-turbo scheduler",
