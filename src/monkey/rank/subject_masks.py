@@ -120,5 +120,7 @@ class SegmentedMasks:
         buffer = BytesIO()
         Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
         atomic_write_bytes(path, buffer.getvalue())
-        atomic_write_bytes(self.root / "segmenter.json", json.dumps(self.identity, indent=2).encode())
+        stamp = self.root / "segmenter.json"
+        if not stamp.is_file():  # with the first mask: a folder of masks always says whose they are
+            atomic_write_bytes(stamp, json.dumps(self.identity, indent=2).encode())
         return torch.from_numpy(mask)
