@@ -2,6 +2,7 @@
 project) against fake checkouts of both upstream APIs; job file round trip, presets, no-subject
 policy, crash, timeout and a killed harness; FreeGraftor's row in Table 1."""
 
+import ast
 import hashlib
 import json
 import os
@@ -32,7 +33,11 @@ from monkey.runner import generate_stage, generation_config, plan_from_config
 from monkey.store import RunStore
 
 FAKES = Path(__file__).parent / "fake_freegraftor"
-API_FILES = {"af8c190": "pipeline_af8c190.py", "2025-10-24": "pipeline_2025_10_24.py"}
+API_FILES = {
+    "af8c190": "pipeline_af8c190.py",
+    "2025-10-24": "pipeline_2025_10_24.py",
+    "paper-fork": "pipeline_paper_fork.py",
+}
 COMMIT = "af8c190" + "0" * 33
 PLAN = ("plan.limit.subjects=2", "plan.limit.prompts=2")
 
@@ -56,6 +61,7 @@ def make_checkout(root: Path, api: str) -> Path:
     shutil.copy(FAKES / API_FILES[api], checkout / "src" / "pipeline.py")
     for name in ("fake_upstream.py", "torch.py"):
         shutil.copy(FAKES / name, checkout / "src" / name)
+    shutil.copytree(FAKES / "PIL", checkout / "src" / "PIL")  # the fork's driver path opens the subject image
     (checkout / ".git").mkdir()
     (checkout / ".git" / "HEAD").write_text(COMMIT + "\n")
     for name in ("FLUX.1-dev", "grounding-dino-tiny"):
@@ -102,9 +108,10 @@ def ok_rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("api", list(API_FILES))
-def test_both_apis_round_trip_jobs_into_the_store(api, foreign_python, tmp_path, caplog):
+def test_every_api_round_trips_jobs_into_the_store(api, foreign_python, tmp_path, caplog):
+    """At a non-square size (128 high, 192 wide): a driver that swapped width and height fails here."""
     checkout = make_checkout(tmp_path, api)
-    cfg = compose_config(*freegraftor(checkout, foreign_python))
+    cfg = compose_config(*freegraftor(checkout, foreign_python, "generation.height=128", "generation.width=192"))
     run_dir = tmp_path / "run"
     with caplog.at_level("INFO", logger="monkey.external"):
         summary = generate_stage(cfg, run_dir)
@@ -125,13 +132,15 @@ def test_both_apis_round_trip_jobs_into_the_store(api, foreign_python, tmp_path,
         # what upstream received: fair preset = the plan's prompt as target and template, its seed and size
         assert call["api"] == api and call["template_prompt"] == item.prompt and call["class_name"] == "backpack"
         settings = call["settings"]
-        assert (settings["seed"], settings["width"], settings["height"]) == (item.seed, 128, 128)
+        assert (settings["seed"], settings["width"], settings["height"]) == (item.seed, 192, 128)
         assert settings["num_steps"] == 25 and settings["end_inject_step"] == 25
         assert settings["inject_block_ids"] == list(range(57)) and settings["inject_match_dropout"] == 0.2
-        assert call["offload"] is False and call["modules"] == []  # no monkey, PIL or numpy over there
+        # no monkey, PIL or numpy over there; the fork takes an opened image (the stand-in PIL there)
+        assert call["offload"] is False and call["modules"] == (["PIL", "PIL.Image"] if api == "paper-fork" else [])
+        assert row["height"] == 128 and row["width"] == 192
         with Image.open(run_dir / row["image"]) as image:
-            assert image.size == (128, 128)
-            assert image.getpixel((5, 7)) == fake_colour(item.prompt, item.seed, 128, 128)
+            assert image.size == (192, 128)
+            assert image.getpixel((5, 7)) == fake_colour(item.prompt, item.seed, 192, 128)
             assert image.text["prompt"] == item.prompt and image.text["seed"] == str(item.seed)
         with Image.open(run_dir / row["artifacts"]["mask"]) as mask:
             assert mask.getpixel((0, 0)) == 128  # a detected subject, no fallback
@@ -142,8 +151,9 @@ def test_both_apis_round_trip_jobs_into_the_store(api, foreign_python, tmp_path,
     assert [json.loads(line)["seed"] for line in jobs] == [item.seed for item in plan]
 
 
-def test_paper_preset_and_the_forks_whole_image_fallback(foreign_python, tmp_path):
-    checkout = make_checkout(tmp_path, "af8c190")  # upstream itself would crash on the missing subject
+@pytest.mark.parametrize("api", ["af8c190", "paper-fork"])
+def test_paper_preset_and_the_forks_whole_image_fallback(api, foreign_python, tmp_path):
+    checkout = make_checkout(tmp_path, api)  # af8c190 itself would crash on the missing subject
     control(checkout, no_subject=[{"where": "reference", "contains": "backpack_dog"}])
     cfg = compose_config(*freegraftor(checkout, foreign_python, "preset=paper"))
     run_dir = tmp_path / "run"
@@ -394,3 +404,95 @@ def test_the_child_sees_only_the_jobs_gpu(foreign_python, tmp_path, monkeypatch)
         method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
         env = method.command(tmp_path / "jobs.jsonl", tmp_path / "out").environment()
         assert env["CUDA_VISIBLE_DEVICES"] == (expected or "4,5")
+
+
+# ---- the upstream APIs, pinned -------------------------------------------------------------------
+SIGNATURES = json.loads((FAKES / "upstream_signatures.json").read_text())
+
+
+def fake_signature(path: Path) -> dict[str, list[str]]:
+    """Parameter and field names of a fake pipeline module, read from its source (never imported here)."""
+    found: dict[str, list[str]] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ClassDef) and node.name == "FreeGraftorPipeline":
+            for method in node.body:
+                if isinstance(method, ast.FunctionDef) and method.name in ("__init__", "__call__"):
+                    key = "init" if method.name == "__init__" else "call"
+                    found[key] = [arg.arg for arg in method.args.args[1:]]
+        elif isinstance(node, ast.ClassDef) and node.name in ("ConceptConfig", "GenerationConfig"):
+            fields = [(n.target.id, n.value is not None) for n in node.body if isinstance(n, ast.AnnAssign)]
+            if node.name == "ConceptConfig":
+                found["concept_required"] = [name for name, has_default in fields if not has_default]
+            else:
+                found["generation_config"] = [name for name, _ in fields]
+    return found
+
+
+@pytest.mark.parametrize("api", list(API_FILES))
+def test_each_fake_and_the_driver_have_exactly_the_pinned_upstream_signature(api):
+    from monkey.baselines.freegraftor import driver
+
+    pinned = {key: value for key, value in SIGNATURES[api].items() if key != "source"}
+    assert fake_signature(FAKES / API_FILES[api]) == pinned
+    assert list(driver.CALL_PARAMETERS[api]) == pinned["call"]
+    assert list(driver.CONCEPT_REQUIRED[api]) == pinned["concept_required"]
+    if "generation_config" in pinned:
+        assert list(driver.GENERATION_KEYS) == pinned["generation_config"]
+    assert set(driver.CALL_PARAMETERS) == set(API_FILES) == set(SIGNATURES) - {"_about"}
+
+
+def test_any_other_signature_is_refused_at_start_with_one_line_naming_it(foreign_python, tmp_path):
+    """The fork with one parameter more than its pinned signature: no item is attempted."""
+    checkout = make_checkout(tmp_path, "paper-fork")
+    pipeline = checkout / "src" / "pipeline.py"
+    pipeline.write_text(pipeline.read_text().replace("info=None, callback=None)", "info=None, callback=None, x=1)"))
+    with pytest.raises(ExternalProcessError) as raised:
+        generate_stage(compose_config(*freegraftor(checkout, foreign_python)), tmp_path / "run")
+    (line,) = str(raised.value).splitlines()
+    assert "unsupported FreeGraftor API" in line and "info, callback, x), ConceptConfig(class_name, image)" in line
+    assert "stopped after 0 of 4 items" in line and calls(checkout) == []
+
+
+def test_an_image_upstream_returns_with_sides_swapped_fails_its_item(foreign_python, tmp_path):
+    """Upstream's final decode swaps width and height (see driver.py): such an image is never stored."""
+    checkout = make_checkout(tmp_path, "2025-10-24")
+    control(checkout, swap_output=True)
+    cfg = compose_config(*freegraftor(checkout, foreign_python, "generation.height=128", "generation.width=192"))
+    summary = generate_stage(cfg, tmp_path / "run")
+    assert (summary.generated, summary.failed) == (0, 4)
+    for row in RunStore(tmp_path / "run").rows("freegraftor"):
+        assert row["image"] is None and "returned a 128x192 (width x height) image for 192x128" in row["error"]
+
+
+def test_a_python_older_than_3_10_is_one_clear_line(foreign_python, tmp_path):
+    checkout = make_checkout(tmp_path, "af8c190")
+    old = tmp_path / "python3.8"
+    old.write_text("#!/bin/sh\necho 3 8\n")
+    old.chmod(0o755)
+    with pytest.raises(ConfigError) as raised:
+        generate_stage(compose_config(*freegraftor(checkout, old)), tmp_path / "run")
+    (line,) = str(raised.value).splitlines()
+    assert f"method.environment.python='{old}' is Python 3.8; the FreeGraftor driver needs 3.10+" in line
+    assert not (tmp_path / "run" / "external").exists()
+
+
+def test_the_child_gets_no_path_into_the_harnesss_virtual_environment(monkeypatch, tmp_path):
+    from monkey.baselines.external.process import Command, without_harness_prefix
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    libs = venv / "lib" / "site-packages" / "nvidia" / "cudnn" / "lib"
+    path = os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin"])
+    ld = os.pathsep.join([str(libs), "/opt/cuda/lib64"])
+    assert without_harness_prefix(path, str(venv)) == os.pathsep.join(["/usr/local/bin", "/usr/bin"])
+    assert without_harness_prefix(ld, str(venv)) == "/opt/cuda/lib64"
+    assert without_harness_prefix(path, None) == path  # not in a venv: nothing to drop
+    # and the real thing: the suite runs in a venv, whose bin/ is on PATH
+    assert sys.prefix != sys.base_prefix
+    harness_bin = os.path.join(sys.prefix, "bin")
+    monkeypatch.setenv("PATH", os.pathsep.join([harness_bin, "/usr/bin"]))
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.path.join(sys.prefix, "lib"))
+    env = Command(argv=("x",), cwd=tmp_path, env={"EXTRA": "1"}).environment()
+    assert env["PATH"] == "/usr/bin" and env["LD_LIBRARY_PATH"] == "" and env["EXTRA"] == "1"
+    # a PATH the user sets for the method (method.environment.env) is theirs
+    assert Command(argv=("x",), cwd=tmp_path, env={"PATH": harness_bin}).environment()["PATH"] == harness_bin

@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -30,6 +31,28 @@ log = logging.getLogger("monkey.external")
 ISOLATING_UNSET = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
 
 
+# Search paths whose entries inside the harness's virtual environment are dropped for the child: its
+# bin/ (another `python`, `pip`) and its site-packages' shared libraries (torch's CUDA and cuDNN) would
+# shadow the tool's own.
+SEARCH_PATHS = ("PATH", "LD_LIBRARY_PATH")
+
+
+def without_harness_prefix(value: str, prefix: str | None = None) -> str:
+    """`value` (an os.pathsep list) without the entries inside the harness's virtual environment; outside
+    a virtual environment (sys.prefix == sys.base_prefix, e.g. /usr) nothing is dropped."""
+    if prefix is None:
+        prefix = sys.prefix if sys.prefix != sys.base_prefix else None
+    if not prefix:
+        return value
+    root = os.path.realpath(prefix)
+    kept = [
+        entry
+        for entry in value.split(os.pathsep)
+        if not (entry and os.path.commonpath([root, os.path.realpath(entry)]) == root)
+    ]
+    return os.pathsep.join(kept)
+
+
 class ExternalProcessError(MonkeyError):
     """The external process failed as a whole (could not start, crashed, timed out)."""
 
@@ -44,6 +67,9 @@ class Command:
 
     def environment(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k not in ISOLATING_UNSET}
+        for name in SEARCH_PATHS:  # the harness's venv (its bin/, torch's CUDA libraries) stays out of the child
+            if name in base:
+                base[name] = without_harness_prefix(base[name])
         return {**base, **self.env, "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
 
     def describe(self) -> str:

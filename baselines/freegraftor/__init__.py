@@ -8,6 +8,7 @@ which imports FreeGraftor's pipeline and answers item by item (monkey.baselines.
 """
 
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,29 @@ NO_SUBJECT_POLICIES = ("fail", "whole_image")
 WEIGHTS = {"flux_dev": "FLUX_DEV", "grounding_dino": "GROUNDING_DINO", "sam": "SAM"}
 ENVIRONMENT_KEYS = {"checkout", "python", *WEIGHTS, "env", "startup_timeout_s", "item_timeout_s"}
 FLUX_BLOCKS = 57  # FLUX.1-dev: 19 double-stream + 38 single-stream blocks, ids 0..56
+
+
+DRIVER_PYTHON = (3, 10)  # driver.py's own floor (it checks too, but only once started)
+
+
+def check_python_version(python: Path) -> None:
+    """Ask the user's interpreter its version before any job is written: one line if it is too old."""
+    probe = "import sys; print(*sys.version_info[:2])"
+    try:
+        answer = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+        version = tuple(int(part) for part in answer.stdout.split())
+    except (OSError, subprocess.TimeoutExpired, ValueError) as err:
+        raise ConfigError(f"method.environment.python={str(python)!r} did not say its version: {err}") from err
+    if answer.returncode != 0 or len(version) != 2:
+        raise ConfigError(
+            f"method.environment.python={str(python)!r} did not say its version (exit {answer.returncode}): "
+            f"{(answer.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
+    if version < DRIVER_PYTHON:
+        raise ConfigError(
+            f"method.environment.python={str(python)!r} is Python {version[0]}.{version[1]}; the FreeGraftor driver "
+            f"needs {DRIVER_PYTHON[0]}.{DRIVER_PYTHON[1]}+ (upstream's README sets up 3.10.9)"
+        )
 
 
 class FreeGraftorMethod(ExternalMethod):
@@ -95,6 +119,7 @@ class FreeGraftorMethod(ExternalMethod):
         python = Path(environment["python"]).expanduser()
         if not (python.is_file() and os.access(python, os.X_OK)):
             raise ConfigError(f"method.environment.python={str(python)!r} is not an executable Python interpreter")
+        check_python_version(python)
         for key in WEIGHTS:
             if not Path(environment[key]).expanduser().exists():
                 raise ConfigError(f"method.environment.{key}={environment[key]!r} does not exist ({WEIGHTS[key]})")

@@ -2,15 +2,23 @@
 
     <freegraftor python> driver.py --jobs jobs.jsonl --out OUT_DIR      (working directory: the checkout)
 
-Standard library only: it imports FreeGraftor's `pipeline` module from `<checkout>/src` and nothing of
+Standard library only, Python 3.10+: it imports FreeGraftor's `pipeline` module from `<checkout>/src` and nothing of
 monkey-bench. For each job line it makes one image and writes `OUT/<id>.png` (+ `<id>.collage.png`,
 `<id>.mask.png`) and then `OUT/<id>.json` (status, error, timings, flags, the job line echoed), each
 by temp file + rename, and announces the item on the protocol channel.
 
-Two upstream APIs are supported and detected at start (the `ready` event and stderr say which):
-- `af8c190` (2025-07-23; the base of the paper's fork): `pipeline(..., offload=, info=<nested dict>)`.
-- `2025-10-24` (refactor, 42aeffa): `pipeline(..., config=GenerationConfig(...))`, offload chosen
-  in the constructor (`requires_offload`).
+Three call signatures are supported, each recognised by its exact parameter and field names at start
+(the `ready` event and stderr say which); any other signature is refused before the first item:
+- `af8c190` (Nihukat/FreeGraftor, 2025-07-23): `ConceptConfig(class_name, image_path)`,
+  `pipeline(..., template_path=, output_dir=, clear_*=, offload=, info=<nested dict>)`.
+- `2025-10-24` (Nihukat/FreeGraftor 42aeffa, the refactor): `pipeline(..., config=GenerationConfig(...))`,
+  offload chosen in the constructor (`requires_offload`).
+- `paper-fork` (jamesBaker361/freegraftor a72cb77, the MONKEY authors' fork that made the paper's
+  FreeGraftor rows): `ConceptConfig(class_name, image=<PIL image>)`, `pipeline(concept_configs, prompt,
+  template_prompt, offload=, info=<dict>)` without `template_path`, `output_dir` or `clear_*`.
+The driver checks the size of the image upstream returns: upstream's final decode passes width and
+height the other way round (af8c190 src/pipeline.py:195, 42aeffa src/pipeline.py:225), so a
+non-square size comes back with its sides swapped, and that item fails instead of being stored.
 
 No subject: when Grounding DINO finds no box for the class word in the reference or the template,
 upstream crashes (af8c190) or silently pastes nothing (2025-10-24), and the paper's fork used the
@@ -23,7 +31,10 @@ FreeGraftor prints goes to stderr, which the harness keeps in the shard log. Whe
 harness died), the driver kills its own process group.
 """
 
+from __future__ import annotations  # loads on an older Python, so main() can say which version it needs
+
 import argparse
+import dataclasses
 import importlib
 import inspect
 import json
@@ -39,6 +50,42 @@ from pathlib import Path
 
 API_AF8C190 = "af8c190"
 API_REFACTOR = "2025-10-24"
+API_FORK = "paper-fork"
+# Each supported API by its exact names: FreeGraftorPipeline.__call__'s parameters (without self) and
+# ConceptConfig's required fields. tests/fake_freegraftor/upstream_signatures.json pins the same names,
+# read from the upstream files, so the fakes, this table and upstream cannot drift apart.
+CALL_PARAMETERS = {
+    API_AF8C190: (
+        "concept_configs",
+        "prompt",
+        "template_prompt",
+        "template_path",
+        "output_dir",
+        "clear_image_cache",
+        "clear_image_info_cache",
+        "offload",
+        "info",
+        "callback",
+    ),
+    API_REFACTOR: (
+        "concept_configs",
+        "prompt",
+        "template_prompt",
+        "template_path",
+        "output_dir",
+        "clear_image_cache",
+        "clear_image_info_cache",
+        "config",
+        "callback",
+    ),
+    API_FORK: ("concept_configs", "prompt", "template_prompt", "offload", "info", "callback"),
+}
+CONCEPT_REQUIRED = {
+    API_AF8C190: ("class_name", "image_path"),
+    API_REFACTOR: ("class_name", "image_path"),
+    API_FORK: ("class_name", "image"),
+}
+MIN_PYTHON = (3, 10)
 GENERATION_KEYS = (
     "seed",
     "num_steps",
@@ -122,19 +169,30 @@ def checkout_commit(checkout: Path) -> str | None:
     return None
 
 
+def required_fields(cls) -> tuple[str, ...]:
+    """A dataclass's fields without a default, in order (ConceptConfig's: how a concept is handed over)."""
+    fields = getattr(cls, "__dataclass_fields__", {})
+    missing = dataclasses.MISSING
+    return tuple(n for n, f in fields.items() if f.default is missing and f.default_factory is missing)
+
+
 def detect_api(module) -> str:
-    """Which upstream API `pipeline` has, from its call signature (not from a version string)."""
+    """Which upstream API `pipeline` has, from its exact call signature and ConceptConfig's required fields
+    (not from a version string); any other signature stops the driver with one line naming it."""
     for name in ("FreeGraftorPipeline", "ConceptConfig"):
         if not hasattr(module, name):
             raise SystemExit(f"freegraftor driver: {module.__file__} has no {name}; is this a FreeGraftor checkout?")
-    params = inspect.signature(module.FreeGraftorPipeline.__call__).parameters
-    if "config" in params and hasattr(module, "GenerationConfig"):
-        return API_REFACTOR
-    if "info" in params and "offload" in params:
-        return API_AF8C190
+    params = tuple(inspect.signature(module.FreeGraftorPipeline.__call__).parameters)[1:]  # without self
+    concept = required_fields(module.ConceptConfig)
+    for api, expected in CALL_PARAMETERS.items():
+        if params == expected and concept == CONCEPT_REQUIRED[api]:
+            if api == API_REFACTOR and not hasattr(module, "GenerationConfig"):
+                continue
+            return api
     raise SystemExit(
-        f"freegraftor driver: unsupported FreeGraftor API in {module.__file__} (__call__ takes {list(params)}); "
-        f"supported: {API_AF8C190} (info=, offload=) and {API_REFACTOR} (config=GenerationConfig)"
+        f"freegraftor driver: unsupported FreeGraftor API in {module.__file__}: __call__({', '.join(params)}), "
+        f"ConceptConfig({', '.join(concept)}); supported: {', '.join(CALL_PARAMETERS)} "
+        "(their signatures: docs/methods/freegraftor.md)"
     )
 
 
@@ -197,7 +255,8 @@ class CollageWatch:
             except Exception as err:  # af8c190 may fail inside SAM on an empty box list
                 result, error = None, err
             if self.boxes_found == 0:
-                where = "reference" if image_path is not None else "template"
+                reference = image_path is not None or any(pil_image is image for image in self.references)
+                where = "reference" if reference else "template"
                 self.no_subject.append(where)
                 if self.policy != "whole_image":
                     raise NoSubject(f"Grounding DINO found no {prompt!r} in the {where} image")
@@ -224,6 +283,7 @@ class CollageWatch:
 
     def reset(self, policy: str = "fail") -> None:
         self.policy = policy
+        self.references: tuple = ()  # the concepts' own images, where the API hands images (the fork)
         self.boxes_found: int | None = None
         self.no_subject: list[str] = []
         self.collage = self.mask = None
@@ -248,13 +308,24 @@ def build_pipeline(module, api: str, knobs: dict, scratch: Path):
     return module.FreeGraftorPipeline(**kwargs)
 
 
-def generate(module, api: str, pipeline, job: dict, scratch: Path):
-    concept = module.ConceptConfig(class_name=job["class_name"], image_path=job["subject_image"])
+def concept_config(module, api: str, job: dict):
+    """The subject as this API takes it: a path (upstream), or the opened image (the paper's fork)."""
+    if api != API_FORK:
+        return module.ConceptConfig(class_name=job["class_name"], image_path=job["subject_image"])
+    from PIL import Image  # the fork's environment has Pillow (FreeGraftor needs it); upstream's APIs do not need it
+
+    with Image.open(job["subject_image"]) as opened:
+        image = opened.convert("RGB")  # decoded now, so the file is closed
+    return module.ConceptConfig(class_name=job["class_name"], image=image)
+
+
+def generate(module, api: str, pipeline, concept, job: dict, scratch: Path):
     settings = generation_settings(job)
-    common = {
-        "concept_configs": [concept],
-        "prompt": job["prompt"],
-        "template_prompt": job["template_prompt"],
+    common = {"concept_configs": [concept], "prompt": job["prompt"], "template_prompt": job["template_prompt"]}
+    if api == API_FORK:  # as the fork's evaluation.py:88-129 calls it: a plain info dict, image_info reset per item
+        info = dict(settings, image_info={"latents": {}})
+        return pipeline(**common, offload=bool(job["knobs"]["offload"]), info=info)
+    common |= {
         "template_path": None,
         "output_dir": str(scratch / "upstream_output"),
         "clear_image_cache": False,
@@ -267,13 +338,26 @@ def generate(module, api: str, pipeline, job: dict, scratch: Path):
     return pipeline(**common, offload=bool(job["knobs"]["offload"]), info=info)
 
 
+def check_size(image, job: dict) -> None:
+    """Upstream decodes with width and height swapped (see the module docstring): refuse such an image."""
+    asked = (job["width"], job["height"])
+    if tuple(image.size) != asked:
+        raise ValueError(
+            f"upstream returned a {image.size[0]}x{image.size[1]} (width x height) image for {asked[0]}x{asked[1]}; "
+            "its final decode swaps width and height, so use a square size for FreeGraftor"
+        )
+
+
 def run_job(module, api: str, pipeline, watch: CollageWatch, job: dict, out: Path, scratch: Path) -> dict:
     key = job["id"]
     watch.reset(job["knobs"]["on_no_subject"])
     start = time.perf_counter()
     result = {"id": key, "job": job, "api": api, "artifacts": {}, "error": None}
     try:
-        image = generate(module, api, pipeline, job, scratch)
+        concept = concept_config(module, api, job)
+        watch.references = (getattr(concept, "image", None),)
+        image = generate(module, api, pipeline, concept, job, scratch)
+        check_size(image, job)
         save_png(image, out / f"{key}.png")
         for name in ("collage", "mask"):
             artifact = getattr(watch, name)
@@ -312,6 +396,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkout", type=Path, default=Path.cwd(), help="FreeGraftor clone (default: cwd)")
     args = parser.parse_args()
+    if sys.version_info < MIN_PYTHON:
+        raise SystemExit(
+            f"freegraftor driver: {sys.executable} is Python {sys.version_info[0]}.{sys.version_info[1]}; "
+            f"the driver needs {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+"
+        )
     channel = Channel()
     die_with_parent()
     jobs = [json.loads(line) for line in args.jobs.read_text().splitlines() if line.strip()]

@@ -61,8 +61,9 @@ class FakeCollageCreator:
         self.strict = strict
 
     def grounding(self, image_path=None, pil_image=None, prompt=""):
-        where = "reference" if image_path is not None else "template"
-        text = image_path if image_path is not None else pil_image.prompt
+        opened = getattr(pil_image, "filename", None)  # the paper's fork hands the reference as an opened image
+        where = "reference" if image_path is not None or opened else "template"
+        text = image_path if image_path is not None else opened or pil_image.prompt
         missing = any(rule["where"] == where and rule["contains"] in text for rule in control().get("no_subject", []))
         boxes = [] if missing else [[0.0, 0.0, 8.0, 8.0]]
         return {"boxes": boxes, "scores": [0.9] * len(boxes)}
@@ -74,8 +75,12 @@ class FakeCollageCreator:
     def __call__(self, template, concept_configs):
         whole = []
         for concept in concept_configs:
-            width, height = png_header_size(concept.image_path)
-            masks, _ = self.segment(image_path=concept.image_path, prompt=concept.class_name)
+            image = getattr(concept, "image", None)
+            if image is not None:  # the fork: segment(pil_image=config.image, ...)
+                (width, height), masks = image.size, self.segment(pil_image=image, prompt=concept.class_name)[0]
+            else:
+                width, height = png_header_size(concept.image_path)
+                masks, _ = self.segment(image_path=concept.image_path, prompt=concept.class_name)
             reference = masks[0] if self.strict or masks else None
             masks, _ = self.segment(pil_image=template, prompt=concept.class_name)
             target = masks[0] if self.strict or masks else None
@@ -98,7 +103,7 @@ def generate(pipe, api, concept_configs, prompt, template_prompt, settings):
         "prompt": prompt,
         "template_prompt": template_prompt,
         "class_name": concept.class_name,
-        "image_path": concept.image_path,
+        "image_path": concept.image.filename if getattr(concept, "image", None) is not None else concept.image_path,
         "settings": settings,
         "offload": pipe.offload,
         "modules": sorted(name for name in sys.modules if name.split(".")[0] in ("monkey", "PIL", "numpy")),
@@ -116,4 +121,6 @@ def generate(pipe, api, concept_configs, prompt, template_prompt, settings):
     template = FakeImage(width, height, (0, 0, 0), prompt=template_prompt)
     pipe.collage_creator(template, concept_configs)
     print(f"fake FreeGraftor: made {prompt!r}", flush=True)  # upstream prints to stdout too
+    if rules.get("swap_output") and width != height:  # upstream's final decode: unpack(x, width, height)
+        width, height = height, width
     return FakeImage(width, height, colour(prompt, settings["seed"], width, height))

@@ -12,7 +12,7 @@ import fake_upstream
 @dataclass
 class ConceptConfig:
     class_name: str
-    image_path: str = ""
+    image_path: str
     scale: float = 1.0
 
 
