@@ -11,6 +11,7 @@ level a resample draws subjects with replacement and averages all images of the 
 
 import numpy as np
 import pandas as pd
+from monkey.eval.judge import JUDGE_COLUMNS
 
 from monkey.hashing import stable_hash
 
@@ -141,4 +142,5 @@ def metric_columns(scores: pd.DataFrame, backbones: dict[str, list[str | None]])
         columns += [image_metric, f"{image_metric}_all"]
         if text_metric:
             columns += [text_metric, f"{text_metric}_paper"]
+    columns += list(JUDGE_COLUMNS)  # eval.judge's ratings, where a judge rated the images
     return [c for c in columns if c in scores]

@@ -26,6 +26,7 @@ from monkey.eval.backbones import BackboneSpec, backbone_specs
 from monkey.eval.collect import collect_scores, find_run_dirs, run_config
 from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
+from monkey.eval.judge import JUDGE_COLUMNS
 from monkey.eval.plots import pareto_plot
 from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
@@ -122,6 +123,7 @@ def build_report(
     references = list(settings["reference_methods"])
     level = settings["level"]
     table_metrics = [m for m in settings["metrics"] if m in metrics]
+    table_metrics += [m for m in JUDGE_COLUMNS if m in metrics and m not in table_metrics]  # a judge rated them
     pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
     swept = build_sweep(scores, summary, settings, sweep or settings.get("sweep"))  # a bad --sweep stops here
 

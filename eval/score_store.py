@@ -4,6 +4,7 @@ Layout:
     scores/<eval.name>/eval_config.json               what the scores mean (backbones, references)
     scores/<eval.name>/items/<method>/<item_id>.json  one record per scored image
     scores/<eval.name>/items/oracle/<item_id>.json    the real-image reference row of that item
+    scores/<eval.name>/judge/<method>/<item_id>.json  the judge's ratings of that image (monkey.eval.judge_run)
 
 One file per key keeps concurrent evaluators (shards scoring one folder in parallel) correct without
 locks: they write disjoint keys, and two writers of one key write the same record. A record carries
@@ -23,6 +24,7 @@ from monkey.names import path_name
 
 SCORES_DIR = "scores"
 ORACLE = "oracle"  # reserved method label of the real-image reference rows
+JUDGE_DIR = "judge"
 FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not data
 TRANSFORMS = "transforms"  # eval_config.json: each backbone's preprocessing as it ran (descriptive)
 IGNORED_BY_OPEN_CLIP = ("resize", "crop")  # open_clip uses its model's own transform
@@ -91,11 +93,34 @@ class ScoreSet:
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(path.read_text()) for path in sorted((self.root / "items").rglob("*.json"))]
 
+    def judge_path(self, method: str, item_id: str) -> Path:
+        items = self.path(method, item_id)  # the same names, under judge/ instead of items/
+        return self.root / JUDGE_DIR / items.relative_to(self.root / "items")
+
+    def read_judge(self, method: str, item_id: str) -> dict[str, Any] | None:
+        path = self.judge_path(method, item_id)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_judge(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.judge_path(record["method"], record["item_id"]), record)
+
+    def judge_scores(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The judge's columns of a score record: only from ratings of these very image bytes."""
+        if record["method"] == ORACLE:
+            return {}
+        judged = self.read_judge(record["method"], record["item_id"])
+        if judged is None or judged.get("image_sha256") != record.get("image_sha256"):
+            return {}
+        return {key: value for key, value in judged.items() if key.startswith("judge_") and key != "judge_model"}
+
     def frame(self) -> pd.DataFrame:
-        """One row per record; the `scores` dict becomes one column per metric (None -> NaN)."""
+        """One row per record; the `scores` dict (and the judge's ratings, when there are any) becomes one
+        column per metric (None -> NaN)."""
         records = self.records()
         if not records:
             return pd.DataFrame()
+        for record in records:
+            record["scores"] = {**record["scores"], **self.judge_scores(record)}
         rows = [{**{k: v for k, v in r.items() if k not in FRAME_OMITS}, **r["scores"]} for r in records]
         frame = pd.DataFrame(rows)
         for metric in {m for r in records for m in r["scores"]}:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from monkey.eval.backbones import Backbone, BackboneSpec, backbone_specs, load_backbone
 from monkey.eval.embeddings import EmbeddingCache
+from monkey.eval.judge_run import judge_run, judge_settings
 from monkey.eval.score_store import IGNORED_BY_OPEN_CLIP, ORACLE, ScoreSet
 from omegaconf import DictConfig, OmegaConf
 
@@ -91,6 +92,7 @@ class EvaluateSummary:
     rows: int = 0  # generated images in scope
     scored: int = 0  # generated-image records (re)written
     oracle_scored: int = 0
+    judged: int = 0  # images the judge (eval.judge) rated anew
     forwards: dict[str, int] = field(default_factory=dict)  # backbone key -> images + texts embedded
 
 
@@ -226,7 +228,22 @@ def evaluate_run(
     dataset_cfg: DictConfig | None = None,
     item_ids: set[str] | None = None,
 ) -> EvaluateSummary:
-    """Score the finished images of a run folder (only `item_ids` when given) into scores/<eval.name>/."""
+    """Score the finished images of a run folder (only `item_ids` when given) into scores/<eval.name>/,
+    then, when `eval.judge` names a judge, have it rate them (monkey.eval.judge_run)."""
+    summary = score_run(run_dir, eval_cfg, dataset_cfg, item_ids)
+    judge = judge_settings(to_plain(eval_cfg))
+    if judge is not None and summary.rows:
+        summary.judged = judge_run(run_dir, str(to_plain(eval_cfg)["name"]), judge, item_ids)
+    return summary
+
+
+def score_run(
+    run_dir: str | Path,
+    eval_cfg: DictConfig | dict[str, Any],
+    dataset_cfg: DictConfig | None = None,
+    item_ids: set[str] | None = None,
+) -> EvaluateSummary:
+    """The backbones' scores of the finished images of a run folder (only `item_ids` when given)."""
     run_dir = Path(run_dir)
     eval_cfg = OmegaConf.create(to_plain(eval_cfg))
     settings = eval_settings(eval_cfg)

@@ -2,6 +2,7 @@
 
     monkey-study build runs/demo --methods monkey,ip_adapter_1.0,masactrl --questions 20 --participants 30 --out study/
     monkey-study tally study/ responses/ --out study/tally
+    monkey-study agreement study/ responses/ --out study/agreement
 
 `build` reads run folders (or experiment folders holding them), draws N questions per dataset from the
 items every chosen method finished, and writes study/site/ (one static page per participant: open it
@@ -60,7 +61,54 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="LABEL=NAME",
         help="map a method label to the paper's column (default: eval.report.paper_names)",
     )
+    agreement = commands.add_parser("agreement", help="how far each automatic metric agrees with people")
+    agreement.add_argument("study", type=Path, help="the folder monkey-study build wrote")
+    agreement.add_argument("responses", type=Path, help="a response file or a folder of them")
+    agreement.add_argument("runs", nargs="*", type=Path, help="run or experiment folders (default: the study's own)")
+    agreement.add_argument("--out", type=Path, help="folder to write (default: <study>/agreement)")
+    agreement.add_argument("--eval-name", default="default", help="the score set to read (eval.name)")
+    agreement.add_argument("--dreambench", type=Path, help="DreamBench++'s data_human_rating/raw_data folder")
+    agreement.add_argument("--dreambench-scores", type=Path, help="CSV: method,key,<metric>... of its images")
+    agreement.add_argument("--resamples", type=int, default=2000)
+    agreement.add_argument("--seed", type=int, default=0)
+    agreement.add_argument("--confidence", type=float, default=0.95)
     return parser.parse_args(argv)
+
+
+def run_agreement(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from monkey.atomic import atomic_write_bytes
+    from monkey.errors import ConfigError
+    from monkey.study import agreement as ag
+    from monkey.study.assignment import STUDY
+    from monkey.study.responses import failed_checks, load_study, read_answers
+
+    study = load_study(args.study)
+    answers, exclusions = read_answers(study, [args.responses])
+    excluded = set(pd.concat([exclusions, failed_checks(answers, 0)])["participant"])
+    answers = answers[(answers["kind"] == STUDY) & ~answers["participant"].isin(excluded)]
+    scores = ag.study_scores(study.definition, args.eval_name, args.runs or None)
+    metrics = ag.score_metrics(scores)
+    table = ag.agreement_with_study(answers, scores, metrics, args.resamples, args.seed, args.confidence)
+    dreambench = None
+    if (args.dreambench is None) != (args.dreambench_scores is None):
+        raise ConfigError("--dreambench and --dreambench-scores go together (the human ratings and our scores)")
+    if args.dreambench is not None:
+        ours = pd.read_csv(args.dreambench_scores, dtype={"method": str, "key": str})
+        missing = {"method", "key"} - set(ours.columns)
+        if missing:
+            raise ConfigError(f"--dreambench-scores {args.dreambench_scores}: no column {sorted(missing)}")
+        dreambench = ag.agreement_with_dreambench(
+            args.dreambench, ours, [c for c in ours.columns if c not in ("method", "key")]
+        )
+    out = args.out or args.study / "agreement"
+    atomic_write_bytes(out / "agreement.csv", table.to_csv(index=False, float_format="%.6g").encode())
+    if dreambench is not None:
+        atomic_write_bytes(out / "dreambench_alpha.csv", dreambench.to_csv(index=False, float_format="%.6g").encode())
+    atomic_write_bytes(out / "agreement.md", ag.agreement_markdown(table, dreambench).encode())
+    print(f"agreement of {len(metrics)} metrics with {answers['participant'].nunique()} participants -> {out}")
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -108,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     args = parse(argv)
     try:
-        return run_build(args) if args.command == "build" else run_tally(args)
+        return {"build": run_build, "tally": run_tally, "agreement": run_agreement}[args.command](args)
     except MonkeyError as err:
         log.error("%s", err)
         return 2
