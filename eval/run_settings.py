@@ -54,7 +54,7 @@ def pairing_text(config: dict | None) -> str:
     shown = "n unknown (prompt list not readable)" if n is None else str(n)
     if pairing == "cycle":
         return f"cycle (row k x prompt k mod {shown})"
-    return f"{pairing} (every subject x {shown} prompts)"
+    return f"{pairing} (every subject x {shown} prompt{'' if n == 1 else 's'})"
 
 
 def row_settings(scores: pd.DataFrame) -> dict[str, RowSettings]:

@@ -3,16 +3,19 @@ switch away, the pairing and size beside the numbers, marks on the shown digits,
 their own backbone's axis. Each check is against values written out here.
 
 Planted bugs each test was seen to catch (then reverted):
-- `masactrl` dropped from paper_dreambooth's method sweep             -> test_paper_experiments_cover_every_table1_row,
-                                                                         test_paper_dreambooth_tiny_makes_all_six_rows
-- `cycle` pairing row k of the limited list instead of the dataset row -> test_cycle_k_is_the_dataset_row_under_a_limit
-- `cycle` with `row % len(locations) + 1`                              -> test_paper_dreambooth_cycle_composes_and_plans
-- rank_marks ranking the unrounded means (round(12))                   -> test_marks_rank_the_shown_digits
-- rank_marks ranking with `>` reversed (lowest bold)                   -> test_marks_rank_the_shown_digits
-- a cell's interval from ci_low twice (ci_high dropped)                -> test_markdown_cells_carry_interval_n_size_pairing
-- paper points mapped through our metric names (the old {x, y} check)  -> test_paper_points_only_on_their_backbones_axis
-- pareto_plot drawing `paper` unfiltered again                         -> test_the_plot_draws_only_the_selected_paper_points
+- `masactrl` dropped from paper_dreambooth's sweep     -> test_paper_experiments_cover_every_table1_row,
+                                                          test_paper_dreambooth_tiny_makes_all_six_rows
+- `cycle` pairing row k of the limited list            -> test_cycle_k_is_the_dataset_row_under_a_limit
+- `cycle` with `(row + 1) % len(locations)`            -> test_paper_dreambooth_cycle_composes_and_plans
+- rank_marks ranking the unrounded means (round(12))   -> test_marks_rank_the_shown_digits
+- rank_marks with the order reversed (lowest bold)     -> test_marks_rank_the_shown_digits
+- a cell's interval from ci_low twice                  -> test_markdown_cells_carry_interval_n_size_pairing
+- paper points by our metric names (the old check)     -> test_paper_points_only_on_their_backbones_axis
+- pareto_plot drawing the paper's columns unmapped     -> test_the_plot_draws_only_the_selected_paper_points
 """
+
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -120,7 +123,8 @@ def test_markdown_cells_carry_interval_n_size_pairing():
     text = table1_markdown(wide, rank_marks(wide), {}, {"clip_t": "CLIP-T"}, table1_stats(summary, wide), settings)
     lines = text.splitlines()
     assert lines[0] == "| method | DreamBooth CLIP-T | Pareto | size (h x w) | pairing |"
-    assert lines[2] == "| ip_adapter_1.0 | *0.280* [0.270, 0.300] n=40 |  | 512x384 | cross (every subject x 20 prompts) |"
+    ip_adapter = "| ip_adapter_1.0 | *0.280* [0.270, 0.300] n=40 |  | 512x384 | cross (every subject x 20 prompts) |"
+    assert lines[2] == ip_adapter
     assert lines[3] == "| monkey | **0.310** [0.300, 0.330] n=40 |  | 256x256 | cycle (row k x prompt k mod 20) |"
 
 
@@ -156,3 +160,72 @@ def test_the_plot_draws_only_the_selected_paper_points(tmp_path, monkeypatch):
     assert drawn["dino"] == []
     rows = PAPER[PAPER["dataset"] == "dreambooth"]
     assert drawn["dino_v1"] == [[a, b] for a, b in zip(rows["clip_t"], rows["dino"], strict=True)]
+
+
+# ---- Done means: `experiment=paper_dreambooth model=tiny` makes all six paper rows under both presets ----
+
+
+def run_app_in_process(monkeypatch, *overrides: str) -> None:
+    """`monkey-bench <overrides>` in this process (no interpreter start-up, no second torch import);
+    Hydra's logging set-up is undone afterwards, so later tests log as before."""
+    import logging
+    import sys
+
+    from monkey.cli import app
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    monkeypatch.setattr(sys, "argv", ["monkey-bench", *overrides])
+    try:
+        app()
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in saved[0]:
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:], root.level = saved
+
+
+def test_paper_dreambooth_tiny_makes_all_six_rows(tmp_path, monkeypatch):
+    """The multirun generate+evaluate+report of every method x {fair, paper} on its tiny twin (FreeGraftor
+    on the test fake, tests/fake_freegraftor), 1 subject x 1 prompt at 64 px: Table 1 and the comparison
+    with the paper hold each of the paper's six rows under both presets."""
+    from test_external import make_checkout
+
+    venv = tmp_path / "venv"  # FreeGraftor's own interpreter: a bare venv without this project
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    checkout = make_checkout(tmp_path, "af8c190")
+    for key, value in {
+        "FREEGRAFTOR_CHECKOUT": checkout,
+        "FREEGRAFTOR_PYTHON": venv / "bin" / "python",
+        "FLUX_DEV": tmp_path / "FLUX.1-dev",
+        "GROUNDING_DINO": tmp_path / "grounding-dino-tiny",
+        "SAM": tmp_path / "sam_vit_h.pth",
+    }.items():
+        monkeypatch.setenv(key, str(value))
+    run_app_in_process(
+        monkeypatch,
+        "experiment=paper_dreambooth",
+        "model=tiny",
+        "eval=tiny",
+        f"run.root={tmp_path / 'runs'}",
+        "plan.limit.subjects=1",
+        "plan.limit.prompts=1",
+        "generation.height=64",  # fair's size
+        "generation.width=64",
+        "method.paper.size=64",  # every method's paper size (all seven have a `paper:` block)
+    )
+    report = tmp_path / "runs" / "paper_dreambooth" / "report"
+    names = dict(compose_config().eval.report.paper_names)
+    table = pd.read_csv(report / "table1.csv")
+    made = table[table["variant"] != "oracle"]
+    rows = {(names.get(v.split(" (")[0]), v.split("preset=")[1].rstrip(")")) for v in made["variant"]}
+    wanted = set(PAPER.loc[PAPER["dataset"] == "dreambooth", "method"])
+    assert {(name, preset) for name in wanted for preset in ("fair", "paper")} <= rows
+    assert made["dreambooth:clip_t"].notna().all() and (made["size"] == "64x64").all()
+    assert set(made["pairing"]) == {"cross (every subject x 1 prompt)"}
+    comparison = pd.read_csv(report / "paper_comparison.csv")
+    compared = comparison[(comparison["metric"] == "dino_v1") & (comparison["preset"] == "paper")]
+    assert set(compared["paper_method"]) == wanted and compared["ours"].notna().all()
+    assert compared["fair"].notna().all()  # each paper row's fair twin beside it
