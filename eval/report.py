@@ -185,12 +185,14 @@ def build_report(
     return report
 
 
-# The items behind the paper's numbers: main_seg.py (jamesBaker361/monkey@3dbb7ce) loops `for k,row in
-# enumerate(data)` (line 189) and prompts `real_test_prompt_list[k % len(real_test_prompt_list)]` (line 197)
+# The items behind the paper's numbers: each script loops `for k,row in enumerate(data)` and prompts
+# `real_test_prompt_list[k % len(real_test_prompt_list)]`: jamesBaker361/monkey main_seg.py:189,197 (3dbb7ce),
+# jamesBaker361/RectifID evaluation.py:66,70 (cf1fdc5), jamesBaker361/TF-TI2I evaluation.py:129,136 (009073f),
+# jamesBaker361/freegraftor evaluation.py:105,110 (a72cb77)
 PAPER_ITEMS = (
-    "The paper's numbers: its reference code made one image per source image, dataset row k with location "
-    "k mod 20 (`plan.pairing=cycle`), at 256 px for MONKEY and the IP-Adapter (each baseline's size in the "
-    "`paper` preset)."
+    "The paper's numbers: MONKEY's reference code and the RectifID, TF-TI2I and FreeGraftor forks made one image "
+    "per source image, dataset row k with location k mod 20 (`plan.pairing=cycle`; the MasaCtrl fork's "
+    "script is not on record), each method at its `paper` preset's size."
 )
 
 

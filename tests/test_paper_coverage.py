@@ -167,14 +167,16 @@ def test_the_plot_draws_only_the_selected_paper_points(tmp_path, monkeypatch):
 
 def run_app_in_process(monkeypatch, *overrides: str) -> None:
     """`monkey-bench <overrides>` in this process (no interpreter start-up, no second torch import);
-    Hydra's logging set-up is undone afterwards, so later tests log as before."""
+    Hydra's logging set-up and its job config are undone afterwards, so later tests log as before and
+    never look like a multirun's job (monkey.eval.stages.in_multirun_job)."""
     import logging
-    import sys
+
+    from hydra.core.hydra_config import HydraConfig
 
     from monkey.cli import app
 
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    saved = (root.handlers[:], root.level, HydraConfig.instance().cfg)
     monkeypatch.setattr(sys, "argv", ["monkey-bench", *overrides])
     try:
         app()
@@ -183,7 +185,8 @@ def run_app_in_process(monkeypatch, *overrides: str) -> None:
             if handler not in saved[0]:
                 root.removeHandler(handler)
                 handler.close()
-        root.handlers[:], root.level = saved
+        root.handlers[:], root.level = saved[:2]
+        HydraConfig.instance().cfg = saved[2]
 
 
 def test_paper_dreambooth_tiny_makes_all_six_rows(tmp_path, monkeypatch):
