@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from monkey.eval.pareto import frontier_path, pareto_mask
-from monkey.eval.tables import dataset_label
+from monkey.eval.tables import dataset_label, paper_points
 
 from monkey.atomic import atomic_savefig
 
@@ -40,8 +40,10 @@ def pareto_plot(
     labels: dict[str, str],
     paper: pd.DataFrame | None = None,
     level: str = "image",
+    paper_metrics: dict[str, str | None] | None = None,
 ) -> list[Path]:
-    """Write <out_stem>.png and .pdf; return their paths (none when the dataset lacks either metric)."""
+    """Write <out_stem>.png and .pdf; return their paths (none when the dataset lacks either metric).
+    The paper's points are drawn where both axes have a paper column (monkey.eval.tables.paper_points)."""
     rows = summary[(summary["dataset"] == dataset) & (summary["level"] == level)]
     table = {
         # dropna=False: a dataset of one subject has no interval (all NaN), which must not drop the column
@@ -69,19 +71,18 @@ def pareto_plot(
     if on_front.any():
         fx, fy = frontier_path(px, py, on_front)
         ax.plot(fx, fy, "--", color="C3", lw=1.2, label="Pareto frontier")
-    if paper is not None and not paper.empty and {x, y} <= set(paper.columns):
-        reported = paper[paper["dataset"] == dataset]
-        if not reported.empty:
-            ax.scatter(reported[x], reported[y], facecolors="none", edgecolors="0.4", label="paper (reported)")
-            for _, row in reported.iterrows():
-                ax.annotate(
-                    row["method"],
-                    (row[x], row[y]),
-                    textcoords="offset points",
-                    xytext=(4, -10),
-                    fontsize=7,
-                    color="0.4",
-                )
+    reported = paper_points(paper, dataset, x, y, paper_metrics)  # only on the axes of its own backbones
+    if not reported.empty:
+        ax.scatter(reported[x], reported[y], facecolors="none", edgecolors="0.4", label="paper (reported)", gid="paper")
+        for _, row in reported.iterrows():
+            ax.annotate(
+                row["method"],
+                (row[x], row[y]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color="0.4",
+            )
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     for variant, offset, xi, yi in zip(variants, label_offsets(px, py, x1 - x0, y1 - y0), px, py, strict=True):
         ax.annotate(variant, (xi, yi), textcoords="offset points", xytext=offset, fontsize=8)

@@ -28,6 +28,7 @@ from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
 from monkey.eval.judge import JUDGE_COLUMNS
 from monkey.eval.plots import pareto_plot
+from monkey.eval.run_settings import RowSettings, row_settings
 from monkey.eval.score_store import ORACLE
 from monkey.eval.scoring import evaluate_run
 from monkey.eval.sweep import Sweep, build_sweep, sweep_section, write_sweep
@@ -43,6 +44,7 @@ from monkey.eval.tables import (
     table1_frame,
     table1_latex,
     table1_markdown,
+    table1_stats,
 )
 from omegaconf import DictConfig, OmegaConf
 
@@ -137,17 +139,21 @@ def build_report(
     wide = table1_frame(summary, table_metrics, settings["datasets"], references, level)
     marks = rank_marks(wide)
     membership = pareto_membership(summary, pairs, references, labels, level)
-    table = table1_csv(wide, membership)
+    made_with = row_settings(scores)  # variant -> generated size and pairing
+    table = table1_csv(wide, membership, made_with)
     write_frame(out_dir / "table1.csv", table)
-    table_md = table1_markdown(wide, marks, membership, labels)
+    table_md = table1_markdown(wide, marks, membership, labels, table1_stats(summary, wide, level), made_with)
     write_text(out_dir / "table1.md", table_md)
-    write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels))
+    write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels, made_with))
 
     paper = read_paper_table(paper_table_path(settings.get("paper_table")))
     paper_metrics = {m: c for m, c in (settings.get("paper_metrics") or DEFAULT_PAPER_METRICS).items() if m in metrics}
     comparison = paper_comparison(summary, paper, settings["paper_names"], paper_metrics)  # always image means
+    comparison = with_row_settings(comparison, made_with)
     write_frame(out_dir / "paper_comparison.csv", comparison)
-    comparison_md = comparison_markdown(comparison, backbone_labels(specs, labels))
+    comparison_md = comparison_markdown(comparison, backbone_labels(specs, labels)) + items_paragraph(
+        comparison, made_with
+    )
     write_text(out_dir / "paper_comparison.md", comparison_md)
 
     datasets = ordered_datasets(scores["dataset"], settings["datasets"])
@@ -155,7 +161,7 @@ def build_report(
     for dataset in datasets:
         for x, y in pairs:
             stem = out_dir / f"pareto_{dataset}_{y}_vs_{x}"
-            plots += pareto_plot(summary, dataset, x, y, stem, references, labels, paper, level)
+            plots += pareto_plot(summary, dataset, x, y, stem, references, labels, paper, level, paper_metrics)
         grid = settings["grid"]
         path = image_grid(
             scores, dataset, out_dir / f"grid_{dataset}.png", grid["columns"], grid["max_methods"], grid["cell"]
@@ -179,6 +185,33 @@ def build_report(
 
         log_report(report, logger_cfg, config or {"eval": to_plain(eval_cfg)})
     return report
+
+
+# The items behind the paper's numbers: each script loops `for k,row in enumerate(data)` and prompts
+# `real_test_prompt_list[k % len(real_test_prompt_list)]`: jamesBaker361/monkey main_seg.py:189,197 (3dbb7ce),
+# jamesBaker361/RectifID evaluation.py:66,70 (cf1fdc5), jamesBaker361/TF-TI2I evaluation.py:129,136 (009073f),
+# jamesBaker361/freegraftor evaluation.py:105,110 (a72cb77)
+PAPER_ITEMS = (
+    "The paper's numbers: MONKEY's reference code and the RectifID, TF-TI2I and FreeGraftor forks made one image "
+    "per source image, dataset row k with location k mod 20 (`plan.pairing=cycle`; the MasaCtrl fork's "
+    "script is not on record), each method at its `paper` preset's size."
+)
+
+
+def with_row_settings(comparison: pd.DataFrame, made_with: dict[str, RowSettings]) -> pd.DataFrame:
+    """The comparison with each of our variants' generated size and pairing beside its numbers."""
+    out = comparison.copy()
+    out["size"] = [made_with[v].size_text if v in made_with else "" for v in out["variant"]]
+    out["pairing"] = [made_with[v].pairing if v in made_with else "" for v in out["variant"]]
+    return out
+
+
+def items_paragraph(comparison: pd.DataFrame, made_with: dict[str, RowSettings]) -> str:
+    """Under the comparison: which items the paper's numbers and each of ours averaged over."""
+    ours = [v for v in dict.fromkeys(comparison["variant"]) if v and v in made_with]
+    lines = ["", PAPER_ITEMS, "", "Ours:", ""]
+    lines += [f"- {v}: {made_with[v].pairing}, {made_with[v].size_text} px" for v in ours]
+    return "\n".join(lines) + "\n"
 
 
 def runs_table(scores: pd.DataFrame) -> pd.DataFrame:

@@ -53,16 +53,34 @@ def table1_frame(
     return wide
 
 
+def shown(value: float) -> float:
+    """The value as the tables print it (DIGITS decimals): ranks are decided on what the reader sees."""
+    return float("nan") if np.isnan(value) else float(fmt(value))
+
+
 def rank_marks(wide: pd.DataFrame) -> pd.DataFrame:
-    """'best' / 'second' / '' per cell, by column, higher is better; reference rows are not ranked."""
+    """'best' / 'second' / '' per cell, by column, higher is better, on the shown precision: two cells
+    that print alike are tied (both bold), never one bold and one italic. Reference rows are not ranked."""
     marks = pd.DataFrame("", index=wide.index, columns=wide.columns)
     ranked = [v for v in wide.index if v not in wide.attrs.get("references", [])]
     for column in wide.columns:
-        values = wide.loc[ranked, column].dropna()
-        distinct = sorted(set(values.round(12)), reverse=True)
+        values = wide.loc[ranked, column].dropna().map(shown)
+        distinct = sorted(set(values), reverse=True)
         for mark, target in zip(("best", "second"), distinct, strict=False):
-            marks.loc[values.index[values.round(12) == target], column] = mark
+            marks.loc[values.index[values == target], column] = mark
     return marks
+
+
+def table1_stats(summary: pd.DataFrame, wide: pd.DataFrame, level: str = "image") -> dict[str, pd.DataFrame]:
+    """ci_low, ci_high and n per Table 1 cell (aligned with `wide`): each mean is printed with them."""
+    rows = summary[summary["level"] == level]
+    out = {}
+    for name in ("ci_low", "ci_high", "n"):
+        frame = rows.pivot_table(
+            index="variant", columns=["dataset", "metric"], values=name, aggfunc="first", dropna=False
+        )
+        out[name] = frame.reindex(index=wide.index, columns=wide.columns)
+    return out
 
 
 def pareto_membership(
@@ -88,15 +106,22 @@ def pareto_membership(
     return membership
 
 
-def table1_csv(wide: pd.DataFrame, membership: dict[str, list[str]]) -> pd.DataFrame:
+def table1_csv(wide: pd.DataFrame, membership: dict[str, list[str]], settings: dict | None = None) -> pd.DataFrame:
+    """Table 1 flat: `<dataset>:<metric>` means, the frontiers, and with `settings` each row's size and pairing."""
     flat = wide.copy()
     flat.columns = [f"{d}:{m}" for d, m in wide.columns]
     flat.insert(0, "reference", [v in wide.attrs.get("references", []) for v in wide.index])
     flat["pareto"] = ["; ".join(membership.get(v, [])) for v in wide.index]
+    if settings is not None:
+        flat["size"] = [settings[v].size_text if v in settings else "" for v in wide.index]
+        flat["pairing"] = [settings[v].pairing if v in settings else "" for v in wide.index]
     return flat.reset_index()
 
 
-def fmt(value: float, digits: int = 3) -> str:
+DIGITS = 3  # decimals of every printed score
+
+
+def fmt(value: float, digits: int = DIGITS) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -106,16 +131,45 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table1_markdown(wide: pd.DataFrame, marks: pd.DataFrame, membership: dict[str, list[str]], labels: dict) -> str:
+def cell_text(value: float, mark: str, stats: dict[str, pd.DataFrame] | None, variant: str, column) -> str:
+    """`**0.262** [0.250, 0.274] n=40`: the mean, styled by its rank, with its interval and image count."""
+    text = {"best": "**{}**", "second": "*{}*", "": "{}"}[mark].format(fmt(value))
+    if stats is None or np.isnan(value):
+        return text
+    n = stats["n"].loc[variant, column]
+    count = "" if pd.isna(n) else f" n={int(n)}"
+    return text + interval(stats["ci_low"].loc[variant, column], stats["ci_high"].loc[variant, column]) + count
+
+
+def table1_markdown(
+    wide: pd.DataFrame,
+    marks: pd.DataFrame,
+    membership: dict[str, list[str]],
+    labels: dict,
+    stats: dict[str, pd.DataFrame] | None = None,
+    settings: dict | None = None,
+) -> str:
+    """Table 1 in Markdown. `stats` (table1_stats) adds each cell's interval and n; `settings`
+    (monkey.eval.run_settings.row_settings) adds each row's generated size and pairing."""
     header = ["method"] + [f"{dataset_label(d)} {labels.get(m, m)}" for d, m in wide.columns] + ["Pareto"]
-    style = {"best": "**{}**", "second": "*{}*", "": "{}"}
+    if settings is not None:
+        header += ["size (h x w)", "pairing"]
     rows = []
     for variant in wide.index:
         anchor = variant in wide.attrs.get("references", [])
-        cells = [style[marks.loc[variant, c]].format(fmt(wide.loc[variant, c])) for c in wide.columns]
-        rows.append([f"{variant} (reference)" if anchor else variant, *cells, ", ".join(membership.get(variant, []))])
-    note = "\nBest of each column in **bold**, second in *italic*; reference rows are not ranked.\n"
-    return markdown_table(header, rows) + note
+        cells = [cell_text(wide.loc[variant, c], marks.loc[variant, c], stats, variant, c) for c in wide.columns]
+        row = [f"{variant} (reference)" if anchor else variant, *cells, ", ".join(membership.get(variant, []))]
+        if settings is not None:
+            own = settings.get(variant)
+            row += [own.size_text, own.pairing] if own else ["real images", ""]
+        rows.append(row)
+    note = (
+        "\nBest of each column in **bold**, second in *italic*, ranked on the three decimals shown (cells that "
+        "print alike are tied and marked alike); reference rows are not ranked."
+    )
+    if stats is not None:
+        note += " Each cell: mean [95 % subject-bootstrap interval] n=images."
+    return markdown_table(header, rows) + note + "\n"
 
 
 def latex_escape(text: str) -> str:
@@ -124,17 +178,26 @@ def latex_escape(text: str) -> str:
     return text
 
 
-def table1_latex(wide: pd.DataFrame, marks: pd.DataFrame, membership: dict[str, list[str]], labels: dict) -> str:
-    """A booktabs tabular in the paper's layout: one column group per dataset."""
+def table1_latex(
+    wide: pd.DataFrame,
+    marks: pd.DataFrame,
+    membership: dict[str, list[str]],
+    labels: dict,
+    settings: dict | None = None,
+) -> str:
+    """A booktabs tabular in the paper's layout: one column group per dataset; `settings` adds each row's
+    generated size (intervals and n are in table1.md and summary.csv)."""
     datasets = list(dict.fromkeys(d for d, _ in wide.columns))
     per = len(wide.columns) // max(1, len(datasets))
     style = {"best": r"\textbf{%s}", "second": r"\textit{%s}", "": "%s"}
-    lines = [r"\begin{tabular}{l" + "c" * len(wide.columns) + "l}", r"\toprule"]
+    extra = settings is not None
+    lines = [r"\begin{tabular}{l" + "c" * len(wide.columns) + ("ll}" if extra else "l}"), r"\toprule"]
     groups = [rf"\multicolumn{{{per}}}{{c}}{{{latex_escape(dataset_label(d))}}}" for d in datasets]
-    lines.append(" & " + " & ".join(groups) + r" & \\")
+    lines.append(" & " + " & ".join(groups) + (r" & & \\" if extra else r" & \\"))
     rules = [rf"\cmidrule(lr){{{2 + i * per}-{1 + (i + 1) * per}}}" for i in range(len(datasets))]
     lines.append("".join(rules))
-    lines.append("Method & " + " & ".join(latex_escape(labels.get(m, m)) for _, m in wide.columns) + r" & Pareto \\")
+    names = " & ".join(latex_escape(labels.get(m, m)) for _, m in wide.columns)
+    lines.append("Method & " + names + (r" & Pareto & Size \\" if extra else r" & Pareto \\"))
     lines.append(r"\midrule")
     references = wide.attrs.get("references", [])
     for index, variant in enumerate(wide.index):
@@ -142,9 +205,33 @@ def table1_latex(wide: pd.DataFrame, marks: pd.DataFrame, membership: dict[str, 
             lines.append(r"\midrule")
         cells = [style[marks.loc[variant, c]] % fmt(wide.loc[variant, c]) for c in wide.columns]
         pareto = latex_escape(", ".join(membership.get(variant, [])))
-        lines.append(" & ".join([latex_escape(variant), *cells, pareto]) + r" \\")
+        size = [latex_escape(settings[variant].size_text if variant in settings else "real images")] if extra else []
+        lines.append(" & ".join([latex_escape(variant), *cells, pareto, *size]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def paper_points(
+    paper: pd.DataFrame | None, dataset: str, x: str, y: str, paper_metrics: dict[str, str | None] | None = None
+) -> pd.DataFrame:
+    """The paper's reported (method, x, y) for a plot of our metrics x and y, or none.
+
+    A paper number goes only on the axis of the backbone it was measured with: `paper_metrics` maps our
+    metric to the paper column it is comparable to (default DEFAULT_PAPER_METRICS: `dino_v1` -> the
+    paper's `dino`, which came from DINO v1; our `dino`, DINOv2, -> nothing). An axis with no such column
+    gets no paper points at all, rather than numbers from another backbone.
+    """
+    empty = pd.DataFrame(columns=["method", x, y])
+    if paper is None or paper.empty:
+        return empty
+    mapping = DEFAULT_PAPER_METRICS if paper_metrics is None else paper_metrics
+    columns = mapping.get(x), mapping.get(y)
+    if None in columns or not set(columns) <= set(paper.columns):
+        return empty
+    reported = paper[paper["dataset"] == dataset]
+    return pd.DataFrame({"method": reported["method"], x: reported[columns[0]], y: reported[columns[1]]}).reset_index(
+        drop=True
+    )
 
 
 def read_paper_table(path) -> pd.DataFrame:

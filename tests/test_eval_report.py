@@ -213,7 +213,12 @@ def test_wandb_offline_writes_its_files(report, tmp_path, monkeypatch):
     table = json.loads(tables[0].read_text())
     assert len(table["data"]) == (report.scores["method"] != "oracle").sum()
     plots = {p.name.split("_0_")[0] for p in (runs[0] / "files" / "media" / "images").rglob("*.png")}
-    assert plots == {"pareto_dreambooth_clip_i_vs_clip_t", "pareto_dreambooth_dino_vs_clip_t", "grid_dreambooth"}
+    assert plots == {
+        "pareto_dreambooth_clip_i_vs_clip_t",
+        "pareto_dreambooth_dino_vs_clip_t",
+        "pareto_dreambooth_dino_v1_vs_clip_t",  # the paper's DINO (v1) points go on this one only
+        "grid_dreambooth",
+    }
     staged = [p for p in (tmp_path / "data").rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x89PNG"]
     assert len(staged) == 3  # the table's first max_images images
 

@@ -62,6 +62,24 @@ EDITS = {
     '(the paper\'s "IP-Adapter (base)") |': '(the paper\'s "IP-Adapter (base)"; its page) |',
     # figures superseded by later measurements (the old ones stay in git history and in docs/gpu-speed.md's log)
     SUPERSEDED_CPU_FIGURE: UPDATED_CPU_FIGURE,
+    # issue 25: masactrl joined the paper sweeps; Table 1's marks and cells; the paper's points by backbone
+    "leave it out: `hydra.sweeper.params.method=ip_adapter_0.5,ip_adapter_1.0,monkey`.": (
+        "leave it out: `hydra.sweeper.params.method=ip_adapter_0.5,ip_adapter_1.0,monkey,masactrl,rectifid,tf_ti2i`."
+    ),
+    "best bold, second italic; the Pareto frontiers each row lies on |": (
+        "best bold, second italic, ranked on the three decimals shown (cells that print alike are tied, both "
+        "bold); in `.md` each cell also gives its 95 % interval and n (images); the Pareto frontiers each row "
+        "lies on; each row's generated size (height x width, from its manifest rows) and pairing |"
+    ),
+    "(`fair`, `fair_minus_ours`); each metric labelled with its backbone |": (
+        "(`fair`, `fair_minus_ours`); each metric labelled with its backbone; each row's `size` and `pairing`, "
+        "and the paper's own item set (one image per source image, row k with location k mod 20) |"
+    ),
+    "| CLIP-I and DINO against CLIP-T: labelled points, interval whiskers, the frontier, the paper's points hollow |": (
+        "| CLIP-I, DINO (v2) and DINO v1 against CLIP-T: labelled points, interval whiskers, the frontier; the "
+        "paper's points hollow, only where both axes are the backbone the paper measured with "
+        "(`eval.report.paper_metrics`: its DINO numbers on the `dino_v1` plot, none on the DINOv2 one) |"
+    ),
 }
 
 

@@ -90,7 +90,10 @@ def build_plan(
     limit_subjects: int | list[str] | None = None,
     limit_prompts: int | None = None,
 ) -> list[WorkItem]:
-    """`cross`: every source with every prompt. `cycle`: source row k with prompt k mod n (paper's code)."""
+    """`cross`: every source with every prompt. `cycle`: source row k with prompt k mod n, one item per
+    source image, as the MONKEY reference code (jamesBaker361/monkey main_seg.py:189 and :197). k is the
+    row's place in the whole dataset, so a subject limit keeps exactly the full plan's items of those
+    subjects; n is the number of prompts after plan.limit.prompts."""
     if pairing not in PAIRINGS:
         raise ConfigError(f"plan.pairing={pairing!r} is not allowed; choose one of {list(PAIRINGS)}")
     if seeds < 1:
@@ -102,8 +105,10 @@ def build_plan(
         longest = max((len(prompts.locations_for(source)) for source in rows), default=0)
         if longest > limit_prompts:
             log.info("plan.limit.prompts=%d keeps the first %d of %d prompts", limit_prompts, limit_prompts, longest)
+    row_of = {source.source_id: row for row, source in enumerate(sources)}  # k of `cycle`: the dataset row
     items: list[WorkItem] = []
-    for row, source in enumerate(rows):
+    for source in rows:
+        row = row_of[source.source_id]
         locations = list(enumerate(prompts.locations_for(source)))[:limit_prompts]  # live subjects: their list
         chosen = locations if pairing == "cross" else [locations[row % len(locations)]]
         for prompt_index, location in chosen:
