@@ -181,9 +181,7 @@ def runtime_vae_dtype(spec: MethodSpec, runtime_vae: str) -> str:
 def resolve_model_dtypes(method: dict[str, Any], model_dtype: str) -> dict[str, Any]:
     """A method's knobs with every `*_dtype: model` replaced by the model's dtype name (e.g. MONKEY's
     `record_dtype`), so the config hash names the precision that ran, not the word `model`."""
-    return {
-        key: model_dtype if key.endswith("_dtype") and value == "model" else value for key, value in method.items()
-    }
+    return {key: model_dtype if key.endswith("_dtype") and value == "model" else value for key, value in method.items()}
 
 
 def paper_settings(name: str, paper: dict[str, Any], method: dict[str, Any]) -> dict[str, Any]:
