@@ -50,6 +50,39 @@ UPDATED_CPU_FIGURE = (
 )
 
 
+MONKEY_FIDELITY_EDITS = {
+    "`initial_steps`, `initial_scale`, `guidance_scale`, and how a map is computed: `attention_scale`, the\n"
+    "capture format `CAPTURE_FORMAT` and a digest of `capture.py`'s source) run it once": (
+        "`initial_steps`, `initial_scale`, `guidance_scale`, and how a map is computed: `attention_scale`,\n"
+        "`record_dtype`, the capture format `CAPTURE_FORMAT` and a digest of every `.py` file of the installed\n"
+        "`monkey` package, since pass 1 runs capture.py, control.py, sampler.py and more) run it once"
+    ),
+    "upgrade of the capture code is never served to it.": (
+        "edit or upgrade of any module of the package is never served to it."
+    ),
+    "are cached under the IP scales of those steps, and a variant": (
+        "are cached under the IP scales of those steps (and the same package digest), and a variant"
+    ),
+    "over the 4 image tokens, in fp32, head-averaged, conditional half only\n   under CFG;": (
+        "over the 4 image tokens, head-averaged, conditional half only under CFG,\n"
+        "   its arithmetic in `record_dtype` (`float32`, or `model`: the UNet's dtype, fp16 on CUDA, as the\n"
+        "   reference code; stored as fp32 either way);"
+    ),
+    "(`jamesBaker361/monkey`, `ipattn.py` and `main_seg.py`) ran; `fair` keeps the paper's text. Each\n"
+    "difference is one knob:": (
+        "(`jamesBaker361/monkey` at `3dbb7ce`: `ipattn.py`, `main_seg.py`, `pipelines.py`) ran; `fair` keeps the\n"
+        "paper's text. Each difference is one knob (file:line for each: the\n"
+        "[sourced table](methods/index.md#each-paper-setting-sourced)):"
+    ),
+    "`threshold_rule: ge`, `initial_scale: 0.5`, `paper_bug_final_all_steps: true` (table below) |": (
+        "`threshold_rule: ge`, `initial_scale: 1.0`, `record_dtype: model`, `vae_dtype: model`, "
+        "`paper_bug_final_all_steps: true` (table below) |"
+    ),
+    "| IP scale of the mask pass | 1.0 | 0.5 (`main_seg.py` sets it before the mask pass) | "
+    "`initial_scale: 1.0` / `0.5` |\n": "",
+}
+
+
 # Deliberate rewordings of the split, old text -> new text (before link syntax is dropped): references
 # to a section "below" that moved to a page of its own, a bold lead that became a heading.
 # Everything else must be found unchanged.
@@ -80,6 +113,9 @@ EDITS = {
         "paper's points hollow, only where both axes are the backbone the paper measured with "
         "(`eval.report.paper_metrics`: its DINO numbers on the `dino_v1` plot, none on the DINOv2 one) |"
     ),
+    # issue 25: the reference code's mask pass ran at IP scale 1.0, the map's and VAE's precision became
+    # knobs, and the pass-1 key digests the whole package, not capture.py alone
+    **MONKEY_FIDELITY_EDITS,
 }
 
 

@@ -29,7 +29,13 @@ from monkey.methods.base import (
     StreamingMethod,
     build_method,
 )
-from monkey.methods.presets import MethodSpec, format_prompt, method_spec
+from monkey.methods.presets import (
+    MethodSpec,
+    format_prompt,
+    method_spec,
+    resolve_model_dtypes,
+    runtime_vae_dtype,
+)
 from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
 from monkey.models.speedups import sampling, speedups_from_config
 from monkey.plan import WorkItem, build_plan, shard_batches
@@ -58,7 +64,8 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
     """Everything that decides what an image looks like, and nothing that does not: the method's
     knobs after the preset, the model it actually runs on, the size and the preset."""
     spec = spec or method_spec(cfg)
-    method = {k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}
+    dtype = str(runtime.dtype).removeprefix("torch.")
+    method = resolve_model_dtypes({k: v for k, v in spec.method.items() if k not in RUNTIME_ONLY_KEYS}, dtype)
     # the VAE's precision, where it differs from the UNet's (absent otherwise, so older hashes hold)
     vae = {"vae_dtype": str(runtime.vae).removeprefix("torch.")} if runtime.vae != runtime.dtype else {}
     speedups = runtime.speedups.hashed()  # the keys that move pixels, where set
@@ -68,7 +75,7 @@ def generation_config(cfg: DictConfig, runtime: Runtime, spec: MethodSpec | None
         "model": spec.model,
         "size": [spec.height, spec.width],
         "subject_image": asdict(image_options(cfg.dataset)),  # fit/min/max change what the method sees
-        "dtype": str(runtime.dtype).removeprefix("torch."),
+        "dtype": dtype,
         **vae,
         **({"runtime": speedups} if speedups else {}),
         "preset": spec.describe(),
@@ -153,7 +160,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         profile_from_config(spec.model),
         cfg.runtime.device,
         cfg.runtime.dtype,
-        cfg.runtime.get("vae_dtype", "auto"),
+        runtime_vae_dtype(spec, cfg.runtime.get("vae_dtype", "auto")),
         speedups_from_config(cfg.runtime),
     )
     label = spec.name

@@ -3,9 +3,11 @@
 `CaptureIPAttnProcessor` subclasses diffusers' IP-Adapter processor, so `set_ip_adapter_scale`,
 `unload_ip_adapter` and `ip_adapter_masks` keep working on it, and returns exactly the stock output
 (it calls the stock `__call__`). When its recorder is on, it additionally computes
-softmax(Q K_ip^T * attn.scale) in fp32 over the image tokens, averaged over heads, for the rows of
-the conditional half only; a recorder made with `attention_scale="none"` drops the 1/sqrt(d) factor
-(softmax(Q K_ip^T), the map the MONKEY reference code recorded). A recorder made with `text=True`
+softmax(Q K_ip^T * attn.scale) over the image tokens, averaged over heads, for the rows of the
+conditional half only; a recorder made with `attention_scale="none"` drops the 1/sqrt(d) factor
+(softmax(Q K_ip^T), the map the MONKEY reference code recorded). Logits, softmax and head average run
+in the recorder's `dtype`: fp32 by default, or the model's fp16 as the reference code ran them (an
+fp16 softmax of unscaled logits rounds differently); the stored map is fp32 either way. A recorder made with `text=True`
 (attention figures; off for MONKEY, whose cost it would raise) also takes softmax(Q K_text^T *
 attn.scale) over the text tokens the same way. It is installed only on the configured layers,
 sharing the stock processor's `to_k_ip`/`to_v_ip` modules, and the stock processors come back on exit.
@@ -52,11 +54,13 @@ class AttentionRecorder:
         text: bool = False,
         exit_when_done: bool = False,
         attention_scale: str = "sdpa",
+        dtype: torch.dtype = torch.float32,
     ):
         if attention_scale not in ("sdpa", "none"):
             raise ConfigError(f"attention_scale={attention_scale!r} is not allowed; choose one of ['sdpa', 'none']")
         self.layers = tuple(layers)
         self.attention_scale = attention_scale  # sdpa: logits x attn.scale (1/sqrt(d)); none: raw Q K^T
+        self.dtype = dtype  # of the image-token map's logits, softmax and head average (stored as fp32)
         self.steps = frozenset(steps)
         self.maps: dict[str, torch.Tensor] = {}
         self.text = text
@@ -151,11 +155,17 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
                 raise StopSampling  # out of the UNet forward: the rest of this evaluation is not needed
         return output
 
-    def recorded_query(self, attn: Attention, hidden_states: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
-        """`attn.to_q` of the recorded rows, their input prepared as the stock processor does, fp32: [b, HW, C]."""
+    def recorded_query(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor | None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """`attn.to_q` of the recorded rows, input prepared as the stock processor does, in `dtype`: [b, HW, C]."""
         rows = self.recorder.rows
         temb_rows = temb[rows] if temb is not None else None
-        return attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).float()
+        return attn.to_q(query_input(attn, hidden_states[rows], temb_rows)).to(dtype)
 
     @torch.no_grad()
     def image_token_probs(
@@ -165,22 +175,24 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
         encoder_hidden_states: tuple[torch.Tensor, list[torch.Tensor]],
         temb: torch.Tensor | None,
     ) -> torch.Tensor:
-        """softmax(Q K_ip^T * scale) over the first adapter's image tokens, head-averaged: [b, HW, T];
-        scale is attn.scale (1/sqrt(d)) or 1 (the recorder's `attention_scale`)."""
+        """softmax(Q K_ip^T * scale) over the first adapter's image tokens, head-averaged, as fp32: [b, HW, T];
+        scale is attn.scale (1/sqrt(d)) or 1 (the recorder's `attention_scale`); the arithmetic runs in
+        the recorder's dtype."""
         if not isinstance(encoder_hidden_states, tuple):
             raise RuntimeError(f"{self.layer}: expected (text, image) hidden states from an IP-Adapter UNet")
         rows = self.recorder.rows
         ip_tokens = encoder_hidden_states[1][0][rows]  # [b, num_images, T, D]
         if ip_tokens.shape[1] != 1:
             raise ConfigError(f"MONKEY records one subject image per item; got {ip_tokens.shape[1]} images per item")
-        query = self.recorded_query(attn, hidden_states, temb)  # [b, HW, C]
-        key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).float()  # [b, T, C]
+        dtype = self.recorder.dtype
+        query = self.recorded_query(attn, hidden_states, temb, dtype)  # [b, HW, C]
+        key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).to(dtype)  # [b, T, C]
         batch, heads = query.shape[0], attn.heads
         head_dim = query.shape[-1] // heads
         query = query.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, HW, d]
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, T, d]
         scores = (query @ key.transpose(-1, -2)) * self.recorder.logit_scale(attn)  # [b, heads, HW, T]
-        return scores.softmax(dim=-1).mean(dim=1)  # [b, HW, T]
+        return scores.softmax(dim=-1).mean(dim=1).float()  # [b, HW, T]
 
     @torch.no_grad()
     def text_token_probs(

@@ -1,8 +1,9 @@
 """The two-pass MONKEY sampler on a diffusers text-to-image pipeline with an IP-Adapter.
 
 Pass 1 (mask pass): `initial_steps` steps at IP scale `initial_scale`, recording the image tokens'
-attention at `capture_steps`; unless its image is wanted it stops inside the UNet right after the
-last recorded layer of the last capture step (the layers after it do not change the maps).
+attention at `capture_steps` (arithmetic in `record_dtype`); unless its image is wanted it stops inside
+the UNet right after the last recorded layer of the last capture step (the layers after it do not
+change the maps).
 Its output is a plain tensor dict per item (see masks.py), so a later pass can take it from a cache.
 Pass 2 (final pass): the same initial noise (same seeds), `final_steps` steps, the IP-Adapter at
 `ip_scale` on `ip_steps` and 0 elsewhere, its output multiplied by each item's own mask on
@@ -17,7 +18,7 @@ schedule (the steps before its first masked step); both give the bytes an uncach
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -108,6 +109,9 @@ class MonkeySampler:
         initial_loop = loop_steps(pipe, settings.initial_steps)
         self.final_loop = loop_steps(pipe, settings.final_steps)  # iterations of pass 2's sampling loop
         settings.check_model(model_layers, num_image_tokens(pipe.unet), initial_loop, self.final_loop)
+        # `record_dtype: model` becomes the UNet's dtype here, so the cache keys and records name the real one
+        record_dtype = settings.resolved_record_dtype(pipe.unet.dtype)
+        settings = replace(settings, record_dtype=str(record_dtype).removeprefix("torch."))
         self.pipe = pipe
         # diffusers finds the execution device by walking every module for offload hooks (about 12 ms on
         # the tiny UNet, a tenth of a batch); the pipeline is placed before a sampler is made
@@ -180,6 +184,7 @@ class MonkeySampler:
             timed=timed,
             exit_when_done=self.early_exit and not keep_image,
             attention_scale=s.attention_scale,
+            dtype=s.resolved_record_dtype(self.pipe.unet.dtype),
         )
 
         def plan(step: int) -> StepPlan:

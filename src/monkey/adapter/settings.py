@@ -6,6 +6,8 @@ Steps are 0-based indices of the pipeline's sampling loop (`for i, t in enumerat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from monkey.errors import ConfigError
 
 PAPER_LAYER = "up_blocks.1.attentions.1.transformer_blocks.0.attn2"
@@ -17,6 +19,9 @@ ATTENTION_SCALES = ("sdpa", "none")
 # Which cells of the normalised map a threshold keeps: `gt` (> t, this project) or `ge` (>= t, the
 # reference code's `x_norm[x_norm < threshold] = 0`, which keeps the top cell even at t = 1).
 THRESHOLD_RULES = ("gt", "ge")
+# Precision of the recorded map's logits, softmax and head average: `float32` (this project), or `model`,
+# the UNet's own dtype (fp16 on CUDA, as the reference code ran everything); explicit half types for tests.
+RECORD_DTYPES = ("float32", "model", "float16", "bfloat16")
 
 
 def step_tuple(key: str, steps: Iterable[int]) -> tuple[int, ...]:
@@ -50,6 +55,7 @@ class MonkeySettings:
     initial_steps: int = 4
     initial_scale: float = 1.0  # IP-Adapter scale in pass 1
     attention_scale: str = "sdpa"  # logits of the recorded map: sdpa (x 1/sqrt(d), paper text) or none (ref. code)
+    record_dtype: str = "float32"  # the recorded map's arithmetic: float32, or model (the UNet's dtype; ref. code fp16)
     # mask extraction
     combine: str = "mean"  # mean: average maps, then threshold (paper); union: OR of thresholded maps (reference code)
     threshold: float = 0.5
@@ -85,7 +91,11 @@ class MonkeySettings:
             raise ConfigError(
                 f"method.degenerate={self.degenerate!r} is not allowed; choose one of {list(DEGENERATE_POLICIES)}"
             )
-        for key, allowed in (("attention_scale", ATTENTION_SCALES), ("threshold_rule", THRESHOLD_RULES)):
+        for key, allowed in (
+            ("attention_scale", ATTENTION_SCALES),
+            ("threshold_rule", THRESHOLD_RULES),
+            ("record_dtype", RECORD_DTYPES),
+        ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r} is not allowed; choose one of {list(allowed)}")
         if not 0.0 <= float(self.threshold) <= 1.0:
@@ -96,6 +106,10 @@ class MonkeySettings:
     def tokens(self) -> tuple[int, ...]:
         """The selected image tokens, whose maps are summed: (token,) for a single index."""
         return (self.token,) if isinstance(self.token, int) else self.token
+
+    def resolved_record_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
+        """The torch dtype of the recorded map's arithmetic; `model` is `model_dtype` (the UNet's)."""
+        return model_dtype if self.record_dtype == "model" else getattr(torch, self.record_dtype)
 
     @property
     def last_capture_step(self) -> int:

@@ -3,23 +3,28 @@
 Both caches are content-addressed (monkey.cache.ContentCache) by everything that decides the
 computation: the model, device and precision, the exact pipeline call (prompts and seeds of the whole
 batch, since neighbours change float rounding), the subject embedding's bytes, the size and the pass's
-own settings. Never by a variant's name: the jobs of a multirun, later sweeps and reruns share them,
-and a cached entry holds the bytes the computation would give, so cached and uncached runs match.
+own settings, and the source of the code that computes them (every .py file of the installed `monkey`
+package, see `package_code_digest`). Never by a variant's name: the jobs of a multirun, later sweeps and
+reruns share them, and a cached entry holds the bytes the computation would give, so cached and uncached runs match.
 
 Pass 1: one entry per (item, layer, step) with that map for all image tokens, [h, w, T]. A variant
 needs its layers x capture steps; when any is missing, pass 1 runs once and records those plus the
 extras of `share.record_layers` / `share.record_steps`, so the sweep's other variants find theirs.
 Token, threshold, combine rule, mask steps and the pass-2 scale never enter the key; everything that
 changes a map does: the call, the pass-1 trajectory (steps, scale, guidance), the map's temperature
-(`attention_scale`) and the capture code itself (`CAPTURE_FORMAT` and a digest of capture.py's
-source), so a cache that outlives an upgrade never serves maps computed the old way.
+(`attention_scale`, `record_dtype`) and the code itself (`CAPTURE_FORMAT` and a digest of the whole
+package's source: pass 1 runs capture.py, control.py, sampler.py, item_embeds.py, prompt_embeds.py and
+more, and an edit of any of them, e.g. the IP scale control.py sets, changes the maps), so a cache that
+outlives an edit or an upgrade never serves maps computed the old way.
 
 Pass 2: the steps before the first masked step do not depend on the mask. Their result (latents after
 step j, plus each item's generator state, since LCM draws fresh noise every step) is stored under the
-IP scales of steps 0..j-1; a variant resumes from the longest stored prefix of its own schedule.
+IP scales of steps 0..j-1 and the same package digest; a variant resumes from the longest stored prefix
+of its own schedule.
 Resuming needs a scheduler whose whole state is its step index (LCM); any other runs pass 2 whole.
 """
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,7 +35,7 @@ import diffusers
 import torch
 from diffusers import LCMScheduler
 
-from monkey.adapter import capture
+import monkey
 from monkey.adapter.capture import CAPTURE_FORMAT, map_key
 from monkey.cache import ContentCache
 from monkey.errors import ConfigError
@@ -85,9 +90,24 @@ class ShareSettings:
         return self.record_layers
 
 
-def capture_code_digest() -> str:
-    """SHA-256 of capture.py's source: any edit to how maps are computed moves the pass-1 key."""
-    return hashlib.sha256(Path(capture.__file__).read_bytes()).hexdigest()
+def package_code_digest(root: Path) -> str:
+    """SHA-256 over every .py file under `root` (relative path and bytes, in sorted order).
+
+    The caches key by all of it, not by the modules one thinks a pass runs: a digest of capture.py
+    alone served stale maps after an edit of control.py. Other files (YAML, data) are left out: what
+    they change reaches the key through the settings and inputs it already holds."""
+    digest = hashlib.sha256()
+    files = sorted(path for path in root.rglob("*.py") if "__pycache__" not in path.parts)
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.cache
+def installed_code_digest() -> str:
+    """`package_code_digest` of the installed `monkey` package, computed once per process."""
+    return package_code_digest(Path(monkey.__file__).parent)
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -147,8 +167,9 @@ class Pass1Cache:
         }
         maps = {
             "attention_scale": settings.attention_scale,
+            "record_dtype": settings.record_dtype,
             "format": CAPTURE_FORMAT,
-            "code": capture_code_digest(),
+            "code": installed_code_digest(),
         }
         base = stable_hash({"call": call, "pass1": trajectory, "maps": maps}, 32)
         return [stable_hash([base, index], 32) for index in range(len(call["prompts"]))]
@@ -210,7 +231,7 @@ class PrefixCache:
     def keys(call: dict[str, Any], settings: Any, scales: Sequence[float]) -> list[str]:
         """keys[j - 1] names the state after steps 0..j-1 run at scales[:j] (j = 1..len(scales))."""
         schedule = {"final_steps": settings.final_steps, "guidance_scale": float(settings.guidance_scale)}
-        base = stable_hash({"call": call, "pass2": schedule}, 32)
+        base = stable_hash({"call": call, "pass2": schedule, "code": installed_code_digest()}, 32)
         return [stable_hash([base, [float(s) for s in scales[:j]]], 32) for j in range(1, len(scales) + 1)]
 
     def longest(self, keys: Sequence[str]) -> Snapshot | None:

@@ -38,7 +38,7 @@ from monkey.figures.grid import (
 from monkey.figures.words import prompt_words, select_words
 from monkey.hashing import to_plain
 from monkey.methods.base import build_method
-from monkey.methods.presets import MethodSpec, method_spec
+from monkey.methods.presets import MethodSpec, method_spec, runtime_vae_dtype
 from monkey.models.profiles import profile_from_config, resolve_runtime
 from monkey.plan import WorkItem, build_plan
 from monkey.prompts import prompt_set_from_config
@@ -98,7 +98,10 @@ def monkey_method(cfg: DictConfig, spec: MethodSpec) -> MonkeyMethod:
             "(a config whose _target_ is monkey.adapter.method.MonkeyMethod)"
         )
     runtime = resolve_runtime(
-        profile_from_config(spec.model), cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.get("vae_dtype", "auto")
+        profile_from_config(spec.model),
+        cfg.runtime.device,
+        cfg.runtime.dtype,
+        runtime_vae_dtype(spec, cfg.runtime.get("vae_dtype", "auto")),
     )
     return build_method(spec.method, runtime, spec.prompt_form)
 

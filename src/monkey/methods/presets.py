@@ -43,7 +43,11 @@ PROMPT_FORMS: dict[str, str | None] = {
 }
 CAPTION_FORMS = ("caption_location",)
 # Keys of a method config that choose how it is set up rather than being passed to its class.
-SPEC_KEYS = ("model", "model_overrides", "paper")
+SPEC_KEYS = ("model", "model_overrides", "paper", "vae_dtype")
+# `method.vae_dtype` (a method key, so a `paper:` block can set it): `runtime` leaves the VAE's precision to
+# `runtime.vae_dtype`; `model` runs the VAE in the UNet's dtype, as the MONKEY reference code ran its
+# fp16 pipeline (fp16 on CUDA; on the CPU the model dtype is usually fp32, so nothing changes).
+METHOD_VAE_DTYPES = ("runtime", "model")
 PAPER_KEYS = {"prompt", "size", "seeded", "seed", "clip_t_prompt", "set", "note"}
 
 
@@ -99,6 +103,7 @@ class MethodSpec:
     seeded: bool  # False: a fresh random seed per image, recorded in the row (a paper choice)
     clip_t_prompt_form: str | None = None  # paper preset: the text the paper scored CLIP-T against
     fixed_seed: int | None = None  # paper preset `seed:`: one seed for every item (the forks' 123)
+    vae_dtype: str = "runtime"  # method.vae_dtype: runtime (runtime.vae_dtype decides) or model (the UNet's dtype)
 
     def describe(self) -> dict[str, Any]:
         """The preset's part of the config hash."""
@@ -139,6 +144,9 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
         else:
             settings |= paper_settings(name, paper, method)
             method |= paper.get("set") or {}
+    vae_dtype = method.pop("vae_dtype", "runtime")
+    if vae_dtype not in METHOD_VAE_DTYPES:
+        raise ConfigError(f"method.vae_dtype={vae_dtype!r} is not allowed; choose one of {list(METHOD_VAE_DTYPES)}")
     size = settings["size"]
     height, width = (size, size) if size else (cfg.generation.height, cfg.generation.width)
     return MethodSpec(
@@ -153,7 +161,27 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
         seeded=bool(settings["seeded"]),
         clip_t_prompt_form=settings["clip_t_prompt"],
         fixed_seed=None if settings["seed"] is None else int(settings["seed"]),
+        vae_dtype=vae_dtype,
     )
+
+
+def runtime_vae_dtype(spec: MethodSpec, runtime_vae: str) -> str:
+    """The `runtime.vae_dtype` a job of `spec` resolves: the runtime's own, or `model` when the method asks
+    for the UNet's dtype. An explicit runtime value that the method would override is refused, not dropped."""
+    if spec.vae_dtype == "runtime":
+        return runtime_vae
+    if runtime_vae not in ("auto", "model"):
+        raise ConfigError(
+            f"runtime.vae_dtype={runtime_vae} conflicts with method.vae_dtype=model (preset={spec.preset}), which "
+            "runs the VAE in the UNet's dtype; drop the runtime key, or set method.vae_dtype=runtime to use it"
+        )
+    return "model"
+
+
+def resolve_model_dtypes(method: dict[str, Any], model_dtype: str) -> dict[str, Any]:
+    """A method's knobs with every `*_dtype: model` replaced by the model's dtype name (e.g. MONKEY's
+    `record_dtype`), so the config hash names the precision that ran, not the word `model`."""
+    return {key: model_dtype if key.endswith("_dtype") and value == "model" else value for key, value in method.items()}
 
 
 def paper_settings(name: str, paper: dict[str, Any], method: dict[str, Any]) -> dict[str, Any]:

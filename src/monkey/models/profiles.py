@@ -101,11 +101,15 @@ class Runtime:
 
 def vae_dtype_for(dtype: torch.dtype, vae_dtype: str = "auto") -> torch.dtype:
     """`runtime.vae_dtype`: auto keeps the VAE in fp32 under an fp16 UNet (SD1.5's VAE config asks for
-    that upcast: `force_upcast`), and in the UNet's precision otherwise; fp16 suits an fp16-fix VAE."""
+    that upcast: `force_upcast`), and in the UNet's precision otherwise; fp16 suits an fp16-fix VAE.
+    `model` is the UNet's precision whatever it is (what `method.vae_dtype=model` asks for)."""
     if vae_dtype == "auto":
         return torch.float32 if dtype == torch.float16 else dtype
+    if vae_dtype == "model":
+        return dtype
     if vae_dtype not in DTYPES:
-        raise ConfigError(f"runtime.vae_dtype={vae_dtype!r} is not allowed; choose auto or one of {list(DTYPES)}")
+        allowed = ["auto", "model", *DTYPES]
+        raise ConfigError(f"runtime.vae_dtype={vae_dtype!r} is not allowed; choose one of {allowed}")
     return DTYPES[vae_dtype]
 
 
