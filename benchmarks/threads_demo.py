@@ -6,7 +6,7 @@ a fresh run root, without OMP_NUM_THREADS in its environment, so torch's own def
 core) is what `runtime.threads=<cores>` reproduces. The loaded case starts `--load` busy processes
 (pure Python spin loops, one core each) beside it. The record keeps the load average before and
 after every run: on a shared machine "load 0" may not be reachable, and the record says what it was.
-Images of every setting are compared byte for byte with the first setting's (thread counts change
+Images of every setting are compared byte for byte with the first finished run's (thread counts change
 float rounding: see docs/shared-machines.md).
 
     python benchmarks/threads_demo.py                          # writes results/benchmarks/threads_demo.{json,md}
@@ -37,7 +37,7 @@ def spin(stop_at: float) -> None:
         pass
 
 
-def run_demo(threads: str, run_root: Path, subjects: int, prompts: int) -> dict[str, Any]:
+def run_demo(threads: str, run_root: Path, subjects: int, prompts: int, timeout_s: float) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     command = [
         sys.executable, "-m", "monkey.cli", f"run.root={run_root}", f"runtime.threads={threads}",
@@ -45,12 +45,16 @@ def run_demo(threads: str, run_root: Path, subjects: int, prompts: int) -> dict[
     ]  # fmt: skip
     load_before = os.getloadavg()
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:  # stopped: the record says so, with the images made by then
+        done = None
     seconds = time.perf_counter() - start
-    if done.returncode != 0:
+    if done is not None and done.returncode != 0:
         raise SystemExit(f"monkey-bench runtime.threads={threads} failed:\n{done.stderr[-3000:]}")
     return {
         "threads": threads,
+        "finished": done is not None,
         "seconds": round(seconds, 1),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -66,7 +70,9 @@ def image_digests(run_root: Path) -> dict[str, str]:
     }
 
 
-def measure(settings: list[str], load: int, subjects: int, prompts: int, spare: Path) -> list[dict[str, Any]]:
+def measure(
+    settings: list[str], load: int, subjects: int, prompts: int, spare: Path, timeout_s: float
+) -> list[dict[str, Any]]:
     results = []
     for threads in settings:
         workers = []
@@ -77,7 +83,7 @@ def measure(settings: list[str], load: int, subjects: int, prompts: int, spare: 
                 worker.start()
             time.sleep(5)  # let the spinners take their cores before the run starts
         try:
-            result = run_demo(threads, Path(tempfile.mkdtemp(dir=spare)), subjects, prompts)
+            result = run_demo(threads, Path(tempfile.mkdtemp(dir=spare)), subjects, prompts, timeout_s)
         finally:
             for worker in workers:
                 worker.terminate()
@@ -93,21 +99,30 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=8, help="plan.limit.subjects (the demo's 8)")
     parser.add_argument("--prompts", type=int, default=4, help="plan.limit.prompts (the demo's 4)")
     parser.add_argument("--load", type=int, default=physical_cores(), help="busy processes of the loaded case")
+    parser.add_argument("--settings", help="runtime.threads values, comma-separated (default: <cores>,auto,1)")
+    parser.add_argument("--timeout-s", type=float, default=3600, help="stop a run after this long (recorded)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     cores = physical_cores()
-    settings = [str(cores), "auto", "1"]  # torch's default (a thread per core), the new default, one
+    # torch's default (a thread per core), the new default, one
+    settings = args.settings.split(",") if args.settings else [str(cores), "auto", "1"]
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="threads-demo-") as spare:
-        runs = measure(settings, 0, args.subjects, args.prompts, Path(spare))
-        runs += measure(settings, args.load, args.subjects, args.prompts, Path(spare))
-    reference = runs[0]["images"]
+        runs = measure(settings, 0, args.subjects, args.prompts, Path(spare), args.timeout_s)
+        runs += measure(settings, args.load, args.subjects, args.prompts, Path(spare), args.timeout_s)
+    reference = next((run["images"] for run in runs if run["finished"]), runs[0]["images"])
     for run in runs:
         run["images_identical_to_first"] = sum(reference.get(k) == v for k, v in run["images"].items())
         run["images_compared"] = len(run.pop("images"))
     record = {
         **provenance(torch.device("cpu"), load_start),
-        "settings": {"subjects": args.subjects, "prompts": args.prompts, "physical_cores": cores, "load": args.load},
+        "settings": {
+            "subjects": args.subjects,
+            "prompts": args.prompts,
+            "physical_cores": cores,
+            "load": args.load,
+            "timeout_s": args.timeout_s,
+        },
         "runs": runs,
     }
     print(json.dumps(runs, indent=1))
@@ -129,12 +144,13 @@ def markdown(record: dict[str, Any]) -> str:
         "'no added load' rows are not an idle machine (see the load column).",
         "",
         "| added busy processes | runtime.threads | seconds | load average before (1 min) "
-        "| images identical to the first run |",
+        "| images identical to the first finished run's |",
         "|---|---|---|---|---|",
     ]
     for run in record["runs"]:
         lines.append(
-            f"| {run['parallel_load_processes']} | {run['threads']} | {run['seconds']} | "
+            f"| {run['parallel_load_processes']} | {run['threads']} | "
+            f"{run['seconds'] if run['finished'] else '> ' + str(run['seconds']) + ' (stopped)'} | "
             f"{run['load_average_before'][0]:.2f} | {run['images_identical_to_first']} of {run['images_compared']} |"
         )
     return "\n".join(lines) + "\n"
