@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.models.profiles import load_cause, offline_hint
+from monkey.hub_needs import HubNeed, transformers_model
+from monkey.models.profiles import is_local, load_cause, offline_hint
 
 TEMPLATE_FIELDS = ("class_name", "subject_word")
 
@@ -41,6 +42,18 @@ class TemplateCaptioner(Captioner):
 
 class BlipCaptioner(Captioner):
     """BLIP image captioning (the paper's MasaCtrl fork used BLIP-base), loaded by hub id or local folder."""
+
+    @staticmethod
+    def hub_needs(
+        pretrained: str = "Salesforce/blip-image-captioning-base",
+        revision: str | None = None,
+        tiny: bool = False,
+        **_: Any,
+    ) -> list[HubNeed]:
+        """What __init__ reads from the hub: the model and its processor from one folder (none when tiny)."""
+        if tiny or is_local(pretrained):
+            return []
+        return [transformers_model(pretrained, "BLIP captioner", revision=revision, processor=True)]
 
     def __init__(
         self,

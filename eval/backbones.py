@@ -12,6 +12,7 @@ Conventions (issue 4, the paper's reference code):
 """
 
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from PIL import Image
 
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.hashing import stable_hash
+from monkey.hub_needs import HubNeed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,45 @@ class BackboneSpec:
         """Names the embeddings this backbone produces: cache entries are keyed by it."""
         fields = {k: v for k, v in self.__dict__.items() if k not in ("key", "image_metric", "text_metric")}
         return f"{self.key}-{stable_hash(fields, 12)}"
+
+
+    def needs(self) -> list[HubNeed]:
+        """What `load_backbone` reads from the hub for this spec (none for a tiny or a local checkpoint):
+        the hub location comes from timm's / open_clip's own pretrained tables, as their loaders read them."""
+        if self.tiny is not None or (self.pretrained and os.path.exists(os.path.expanduser(self.pretrained))):
+            return []
+        what = f"eval backbone {self.key} ({self.kind} {self.model_name})"
+        if self.kind == "timm":
+            return [timm_need(self.model_name, what)]
+        return [open_clip_need(self.model_name, self.pretrained, what)]
+
+
+def timm_need(model_name: str, what: str) -> HubNeed:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not cfg.hf_hub_id:
+        raise ConfigError(f"{what}: timm has no hub weights for {model_name!r}; set its `pretrained` to a local file")
+    repo, _, revision = cfg.hf_hub_id.partition("@")
+    # timm.models.load_state_dict_from_hf: the named file, else safetensors before the .bin
+    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    return HubNeed(repo, what, revision=revision or None, files=(names,))
+
+
+def open_clip_need(model_name: str, tag: str | None, what: str) -> HubNeed:
+    import open_clip
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+    cfg = open_clip.get_pretrained_cfg(model_name, tag or "")
+    if not cfg.get("hf_hub"):
+        raise ConfigError(
+            f"{what}: open_clip has no hub weights for pretrained={tag!r}; set its `pretrained` to a local file"
+        )
+    # open_clip.pretrained.download_pretrained: 'org/name/file' or 'org/name/' (its default file name),
+    # its safetensors twin tried first
+    repo, filename = os.path.split(cfg["hf_hub"])
+    filename = filename or HF_WEIGHTS_NAME
+    return HubNeed(repo, what, files=((*_get_safe_alternatives(filename), filename),))
 
 
 def spec_from_config(key: str, cfg: dict[str, Any]) -> BackboneSpec:

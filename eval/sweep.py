@@ -317,8 +317,11 @@ def shared_axes(parameters: list[Parameter], method_keys: dict[str, list[str]]) 
 
 
 def interval_cell(mean: float, low: float, high: float) -> str:
+    """`mean [low, high]`; a dataset with one subject has a mean but no interval: `mean [n/a]`."""
     if math.isnan(mean):
         return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.3f} [n/a]"
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 

@@ -90,6 +90,15 @@ def test_config_reference_page_is_generated_from_conf():
     assert committed == config_reference.render(), "run: python tools/config_reference.py --write"
 
 
+def test_configuration_group_table_lists_every_option_file():
+    """docs/configuration.md's group table is generated from conf/ (ablations, SDXL profiles, monkey_sdxl ...)."""
+    page = (DOCS / "configuration.md").read_text()
+    assert page == config_reference.render_overview(page), "run: python tools/config_reference.py --write"
+    for group in config_reference.OVERVIEW_GROUPS:
+        for path in (ROOT / "conf" / group).glob("*.yaml"):
+            assert f"#{group}-{path.stem}".replace(".", "-").replace("_", "-").lower() in page, path
+
+
 def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
     keys = []
     for key, value in tree.items():

@@ -9,7 +9,7 @@ from conftest import compose_config
 from helpers import QUICK
 from monkey.eval.aggregate import summarize
 from monkey.eval.cli import main as report_main
-from monkey.eval.sweep import SweepKeyError, build_sweep, format_value, write_sweep
+from monkey.eval.sweep import SweepKeyError, build_sweep, format_value, interval_cell, write_sweep
 from monkey.eval.sweep_plots import metric_figure
 from omegaconf import OmegaConf
 from test_cli import run_cli
@@ -203,3 +203,10 @@ def test_parameter_values_read_well():
     assert format_value([2, 3]) == "[2, 3]"
     assert format_value(0.25) == "0.25" and format_value(1.0) == "1" and format_value("union") == "union"
     assert format_value(None) == "none" and format_value(True) == "true"
+
+
+def test_an_interval_missing_for_one_subject_reads_n_a():
+    """One subject: a mean but no bootstrap interval; the cell says n/a (as docs/evaluation.md), never nan."""
+    assert interval_cell(0.5123, float("nan"), float("nan")) == "0.512 [n/a]"
+    assert interval_cell(float("nan"), float("nan"), float("nan")) == "n/a"
+    assert interval_cell(0.5, 0.25, 0.75) == "0.500 [0.250, 0.750]"

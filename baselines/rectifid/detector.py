@@ -8,13 +8,15 @@ finds nothing usable; the caller decides what that means (the whole image, flagg
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.models.profiles import offline_hint
+from monkey.hub_needs import HubNeed, transformers_model
+from monkey.models.profiles import is_local, offline_hint
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,13 @@ class OwlVitDetector(SubjectDetector):
     """OWL-ViT: the top-scoring box (scores are sigmoids of the class logits), kept when its score is
     at least `threshold`. RectifID's code keeps the arg-max at threshold 0 (any box); NMS never removes
     the top box, so it is skipped."""
+
+    @staticmethod
+    def hub_needs(pretrained: str = "google/owlvit-base-patch32", tiny: bool = False, **_: Any) -> list[HubNeed]:
+        """What __init__ reads from the hub: OWL-ViT and its processor from one folder (none when tiny)."""
+        if tiny or is_local(pretrained):
+            return []
+        return [transformers_model(pretrained, "OWL-ViT detector", processor=True)]
 
     def __init__(
         self,

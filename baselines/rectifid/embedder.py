@@ -8,11 +8,13 @@ generated one).
 """
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
 from monkey.errors import ModelLoadError
-from monkey.models.profiles import offline_hint
+from monkey.hub_needs import HubNeed, transformers_model
+from monkey.models.profiles import is_local, offline_hint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,6 +27,13 @@ class CropEmbedder(ABC):
 
 
 class Dinov2Embedder(CropEmbedder):
+    @staticmethod
+    def hub_needs(pretrained: str = "facebook/dinov2-base", tiny: bool = False, **_: Any) -> list[HubNeed]:
+        """What __init__ reads from the hub: the DINOv2 model folder (none when tiny)."""
+        if tiny or is_local(pretrained):
+            return []
+        return [transformers_model(pretrained, "DINOv2 crop embedder")]
+
     def __init__(
         self, pretrained: str = "facebook/dinov2-base", tiny: bool = False, device: str | torch.device = "cpu"
     ):

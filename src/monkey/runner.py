@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -194,6 +195,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         "config_hash": config_hash,
         "writer": writer_id,
         "device": str(runtime.device),
+        "threads": torch.get_num_threads(),  # speed only: recorded, never hashed
         "dtype": config["dtype"],
         "origin": "generated",
         "preset": spec.preset,

@@ -8,6 +8,7 @@ whole plan (shard 0 of 1).
 """
 
 import contextlib
+import logging
 import os
 from collections.abc import Mapping
 
@@ -16,6 +17,8 @@ from omegaconf import DictConfig
 from monkey.errors import ConfigError
 
 AUTO = "auto"
+
+log = logging.getLogger(__name__)
 
 
 def launch_env_int(name: str, env: Mapping[str, str]) -> int | None:
@@ -71,7 +74,14 @@ def shard_numbers(shard: object, num_shards: object, env: Mapping[str, str] | No
 
 
 def resolve_shard(cfg: DictConfig) -> tuple[int, int]:
-    return shard_numbers(cfg.get("shard", 0), cfg.get("num_shards", 1))
+    shard = cfg.get("shard", 0)
+    if shard == AUTO and launch_rank() is None:
+        log.warning(
+            "shard=auto, but no RANK/WORLD_SIZE in the environment: this process runs the whole plan "
+            "(`accelerate launch --cpu` starts one process whatever --num_processes says; use --multi_gpu "
+            "with runtime.device=cpu, docs/scaling.md)"
+        )
+    return shard_numbers(shard, cfg.get("num_shards", 1))
 
 
 def shard_label(shard: object, num_shards: object) -> str:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from monkey.config_check import check_job_config
 from monkey.errors import ConfigError
+from monkey.threads import apply_threads
 
 # name -> "module:function"; imported on use so a stage's heavy dependencies load only when needed
 STAGES: dict[str, str] = {
@@ -28,6 +29,7 @@ def stage_function(name: str) -> Callable[[DictConfig, Path], Any]:
 
 def run_stages(cfg: DictConfig, run_dir: Path) -> None:
     check_job_config(cfg)  # every generic key, before any model or dataset is loaded
+    apply_threads(cfg.runtime.get("threads", "auto"))  # before any tensor work; speed only, not hashed
     functions = [stage_function(name) for name in cfg.run.stages]  # validate all before starting
     for function in functions:
         function(cfg, run_dir)

@@ -4,6 +4,7 @@ monkey-data download dreambooth --dest DIR      fetch google/dreambooth (network
 monkey-data download magic --dest DIR           save jlbaker361/mtg for offline use (network)
 monkey-data verify dreambooth DIR               which known copy DIR is (original or resized-512)
 monkey-data checksum DIR --out FILE             write a sha256 list of DIR (LICENSE.md + dataset/)
+monkey-data prefetch [--list|--dry-run] [overrides...]   fetch every hub file a monkey-bench command reads
 """
 
 import argparse
@@ -42,10 +43,25 @@ def parser() -> argparse.ArgumentParser:
     checksum.add_argument("root", type=Path)
     checksum.add_argument("--out", type=Path, required=True)
     checksum.add_argument("--note", action="append", default=[], help="header line saying what the copy is")
+
+    prefetch = commands.add_parser(
+        "prefetch", help="fetch the hub files `monkey-bench <overrides>` reads (all jobs of its sweep)"
+    )
+    mode = prefetch.add_mutually_exclusive_group()
+    mode.add_argument("--list", dest="mode", action="store_const", const="list", help="only print what is needed")
+    mode.add_argument(
+        "--dry-run", dest="mode", action="store_const", const="dry-run", help="print what the local cache lacks"
+    )
+    prefetch.set_defaults(mode="download")
+    prefetch.add_argument("overrides", nargs="*", help="Hydra overrides, as given to monkey-bench")
     return root
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "prefetch":
+        from monkey.prefetch import prefetch  # imported on use: it pulls in torch and diffusers
+
+        return prefetch(args.overrides, args.mode)
     if args.command == "download" and args.dataset == "dreambooth":
         report = download_dreambooth(args.dest, url=args.url, checksums=args.checksums)
         print(f"{args.dest}: {report.summary()}; run with dataset.root={args.dest} dataset.images=all")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.hashing import stable_hash, to_plain
+from monkey.hub_needs import HubNeed, transformers_model
 from monkey.models.speedups import Speedups, apply_to_pipeline
 from monkey.models.vae_precision import keep_vae_in
 from monkey.shards import launch_device
@@ -57,12 +58,67 @@ class ModelProfile:
         adapter = replace(self.ip_adapter, repo=str(paths.ip_adapter)) if self.ip_adapter else None
         return replace(self, pretrained=str(paths.pipeline), ip_adapter=adapter)
 
+    def needs(self) -> list[HubNeed]:
+        """What `load_pipeline` reads from the hub for this profile: the pipeline's component folders
+        (at `revision`), the IP-Adapter weights and its image encoder. Tiny profiles and local folders
+        need nothing (their files are written by code or already on disk)."""
+        if self.tiny is not None:
+            return []
+        needs = []
+        if self.pretrained and not is_local(self.pretrained):
+            needs.append(
+                HubNeed(
+                    repo_id=self.pretrained,
+                    what=f"{self.pipeline_class} of model profile {self.name}",
+                    revision=self.revision,
+                    components=pipeline_component_names(self.pipeline_class),
+                    skip_components=self.skipped_components(),
+                )
+            )
+        spec = self.ip_adapter
+        if spec is not None and spec.repo and not is_local(spec.repo):
+            # load_ip_adapter reads the weights file, then the encoder from subfolder/<folder> (or <folder>
+            # itself when it holds a '/'), both at the repository's default branch
+            weights = f"{spec.subfolder}/{spec.weight_name}" if spec.subfolder else spec.weight_name
+            needs.append(HubNeed(spec.repo, f"IP-Adapter weights of model profile {self.name}", files=((weights,),)))
+            if spec.image_encoder_folder:
+                folder = spec.image_encoder_folder
+                if "/" not in folder and spec.subfolder:
+                    folder = f"{spec.subfolder}/{folder}"
+                needs.append(
+                    transformers_model(
+                        spec.repo, f"IP-Adapter image encoder of model profile {self.name}", subfolder=folder
+                    )
+                )
+        return needs
+
+    def skipped_components(self) -> tuple[str, ...]:
+        """Folders `load_pipeline` tells from_pretrained not to read (it passes None for them)."""
+        skipped = ["safety_checker"] if "safety_checker" in pipeline_component_names(self.pipeline_class) else []
+        if self.drop_text_encoder_3:
+            skipped += ["text_encoder_3", "tokenizer_3"]
+        return tuple(skipped)
+
     def dtype_for(self, device: torch.device) -> torch.dtype:
         table = dict(self.dtype)
         name = table.get(device.type, "float32")
         if name not in DTYPES:
             raise ConfigError(f"model.dtype.{device.type}={name!r} is not allowed; choose one of {list(DTYPES)}")
         return DTYPES[name]
+
+
+def is_local(name: str) -> bool:
+    """A local folder or file rather than a hub id (`from_pretrained` checks the same way: a path that exists)."""
+    return os.path.exists(os.path.expanduser(name)) or name.startswith(("/", "./", "../", "~"))
+
+
+def pipeline_component_names(pipeline_class: str) -> tuple[str, ...]:
+    """The component folders a diffusers pipeline class may read (its `__init__`'s module arguments)."""
+    cls = getattr(diffusers, pipeline_class, None)
+    if cls is None or not inspect.isclass(cls):
+        raise ConfigError(f"model.pipeline_class={pipeline_class!r} is not a diffusers pipeline class")
+    expected, _ = cls._get_signature_keys(cls)  # the second list: plain keyword options, no folders
+    return tuple(sorted(expected))
 
 
 def profile_from_config(cfg: DictConfig | dict[str, Any]) -> ModelProfile:
@@ -158,6 +214,8 @@ def load_cause(err: BaseException) -> str:
     text = " ".join(str(err).split())
     text = re.sub(r"[^.]*(stack ?trace|traceback)[^.]*(\.|$)", "", text, flags=re.IGNORECASE).strip()
     return text or type(err).__name__
+
+
 def scheduler_class_named(name: str) -> type:
     """A diffusers scheduler class by name, or a project scheduler by dotted path
     (`monkey.baselines.rectifid.scheduler.PeRFlowScheduler`)."""
@@ -215,15 +273,16 @@ def load_pipeline(
     if profile.revision:
         kwargs["revision"] = profile.revision
     parameters = inspect.signature(pipeline_class.__init__).parameters
+    if profile.drop_text_encoder_3 and "text_encoder_3" not in parameters:
+        raise ConfigError(
+            f"model.drop_text_encoder_3=true needs a pipeline with a third text encoder (SD3); "
+            f"{profile.pipeline_class} has none"
+        )
+    # components passed as None are never read: the safety checker (benchmark images are kept as made)
+    # and SD3's T5 when dropped. The same list tells `monkey-data prefetch` what not to fetch.
+    kwargs.update(dict.fromkeys(profile.skipped_components()))
     if "safety_checker" in parameters:
-        kwargs.update(safety_checker=None, requires_safety_checker=False)  # benchmark images are kept as made
-    if profile.drop_text_encoder_3:
-        if "text_encoder_3" not in parameters:
-            raise ConfigError(
-                f"model.drop_text_encoder_3=true needs a pipeline with a third text encoder (SD3); "
-                f"{profile.pipeline_class} has none"
-            )
-        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+        kwargs["requires_safety_checker"] = False
     try:
         pipe = pipeline_class.from_pretrained(profile.pretrained, **kwargs)
     except (OSError, ValueError) as err:
