@@ -19,6 +19,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 from conftest import compose_config
 from monkey.eval.report import paper_table_path
 from monkey.eval.run_settings import RowSettings
@@ -178,9 +179,12 @@ def run_app_in_process(monkeypatch, *overrides: str) -> None:
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, HydraConfig.instance().cfg)
     monkeypatch.setattr(sys, "argv", ["monkey-bench", *overrides])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread gains nothing, and on a busy machine it spins
     try:
         app()
     finally:
+        torch.set_num_threads(threads)
         for handler in root.handlers[:]:
             if handler not in saved[0]:
                 root.removeHandler(handler)
