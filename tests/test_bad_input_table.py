@@ -151,3 +151,14 @@ def test_monkey_report_composition_errors_are_one_line(tmp_path):
     ):
         check_refusal(run_entry("monkey-report", argv), Case("composition", argv, words, entry="monkey-report"))
     assert sorted(p.name for p in folder.iterdir()) == []
+
+
+def test_a_run_folder_whose_shard_log_cannot_be_opened_is_one_line(tmp_path):
+    """Hydra's logging.config wraps the OSError in `ValueError: Unable to configure handler 'file'`
+    (a run folder on a read-only mount fails the same way; a folder in the log's place does it as root)."""
+    job = tmp_path / "job"
+    (job / "shard-0-of-1.log").mkdir(parents=True)
+    words = ("cannot write", str(job / "shard-0-of-1.log"), "a folder is in the way")
+    case = Case("paths", ("hydra.mode=RUN", f"hydra.run.dir={job}", "plan.seeds=1"), words)
+    check_refusal(run_entry("monkey-bench", case.argv), case, job)
+    assert sorted(p.name for p in job.iterdir()) == ["shard-0-of-1.log"]  # not even .hydra/ was written
