@@ -144,8 +144,9 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, monkeypatch):
     if case.entry == "monkey-bench":
         argv = (f"run.root={root}", *argv)  # first: a case's own run.root wins (the last of a key does)
     check_refusal(run_entry(case.entry, argv), case, root)
-    if case.kind == "composition" and "hydra.mode=RUN" in case.argv:
-        assert not root.exists()  # refused before Hydra made any folder (a multirun's sweeper makes its own first)
+    if "hydra.mode=RUN" in case.argv and case.entry == "monkey-bench":
+        # refused before Hydra made a folder, or its folder removed (a multirun's sweeper keeps its own)
+        assert not root.exists() or not list(root.rglob("*")), sorted(root.rglob("*"))
 
 
 def test_monkey_report_composition_errors_are_one_line(tmp_path):
@@ -169,3 +170,14 @@ def test_a_run_folder_whose_shard_log_cannot_be_opened_is_one_line(tmp_path):
     case = Case("paths", ("hydra.mode=RUN", f"hydra.run.dir={job}", "plan.seeds=1"), words)
     check_refusal(run_entry("monkey-bench", case.argv), case, job)
     assert sorted(p.name for p in job.iterdir()) == ["shard-0-of-1.log"]  # not even .hydra/ was written
+
+
+def test_a_refused_run_removes_only_its_own_hydra_files(tmp_path):
+    """A folder that holds anything else (results, another shard's files) keeps all of it."""
+    job = tmp_path / "job"
+    (job / "manifest").mkdir(parents=True)
+    (job / "manifest" / "m--shard-000-of-001.jsonl").write_text("")
+    case = Case("paths", ("hydra.mode=RUN", f"hydra.run.dir={job}", "plan.seeds=0"), SEEDS_REFUSED)
+    check_refusal(run_entry("monkey-bench", case.argv), case)
+    assert (job / "manifest" / "m--shard-000-of-001.jsonl").is_file()
+    assert (job / ".hydra" / "shard-0-of-1" / "config.yaml").is_file() and (job / "shard-0-of-1.log").is_file()
