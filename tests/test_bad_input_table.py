@@ -2,15 +2,18 @@
 
 Every case runs the console entry's `main(argv)` in this process (tests/bad_input_cases.py) and must
 end with exit 2, exactly one error line holding the words, no traceback, and no run output written
-(configs, manifests, images, scores); a composition error must not even create the run root.
+(configs, manifests, images, scores); a single run refused by monkey-bench leaves nothing under the
+run root at all (a composition error stops before Hydra makes a folder; a refused job removes Hydra's).
 The files/imports/study inputs live in their own table in the same style.
 
 Planted bugs this table caught (each reverted):
-- `composition_message` without its MissingConfigException branch: method=nope lost "allowed: ..." (composition)
-- `main` without HYDRA_FULL_ERROR: Hydra printed its own lines, exit 1 (every composition case)
-- `setup_error` without the ValueError -> __cause__ step: the shard-log-is-a-folder case exited 1 (paths)
-- SCALE_RANGE's low bound dropped (`value <= high` only): method.scale=-5 ran (config values)
-- `short_name` returning names unshortened: run.name of 300 characters crashed in mkdir (names)
+- `composition_message` without its MissingConfigException branch: the 5 `<group>=nope` cases lost "allowed: ..."
+- `main` without HYDRA_FULL_ERROR: Hydra printed its own lines and exited 1 (6 `nokey` composition cases)
+- `setup_error` without the ValueError -> __cause__ step: the shard-log-is-a-folder case raised (paths)
+- SCALE_RANGE's low bound dropped (`value <= high` only): method.scale=-5 ran and exited 0 (config values)
+- `short_name` returning names unshortened: the 3 long-name cases ended in mkdir's ENAMETOOLONG line (names)
+- `remove_refused_job_files` never called: 3 refused runs left runs/demo/<run>/.hydra and the shard log
+- its guard dropped: the refused run deleted a folder holding a manifest (own_hydra_files test)
 """
 
 import pytest
