@@ -133,7 +133,8 @@ def remove_refused_job_files(run_dir: Path, experiment_dir: Path) -> None:
         Path(log_file).unlink(missing_ok=True)
     if subdir is not None and subdir.is_dir():
         shutil.rmtree(subdir)
-    for folder in (hydra_dir, run_dir, *([experiment_dir] if run_dir.parent.resolve() == experiment_dir.resolve() else [])):
+    in_experiment = run_dir.parent.resolve() == experiment_dir.resolve()  # not a hydra.run.dir of the user's
+    for folder in (hydra_dir, run_dir, *([experiment_dir] if in_experiment else [])):
         try:
             folder.rmdir()  # only when empty: another process's files keep it
         except OSError:
