@@ -17,7 +17,6 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from monkey.eval.collect import find_run_dirs
 from monkey.eval.gallery import write_gallery
 from monkey.eval.report import REPORT_DIR, build_report
@@ -25,6 +24,7 @@ from monkey.eval.score_store import ORACLE, ScoreSet, score_set_names
 from omegaconf import DictConfig, OmegaConf
 
 from monkey.errors import MonkeyError
+from monkey.hydra_errors import compose_config
 
 log = logging.getLogger("monkey")
 
@@ -43,10 +43,7 @@ def detect_eval_name(run_dirs: list[Path]) -> str:
 def report_config(name: str, logger: str, overrides: list[str], run_dirs: list[Path]) -> DictConfig:
     """The primary config with `eval=<name>`; a score set named outside conf/eval/ keeps its stored backbones."""
     known = name in eval_groups()
-    with initialize_config_module(config_module="monkey.conf", version_base="1.3"):
-        cfg = compose(
-            config_name="config", overrides=[f"eval={name if known else 'default'}", f"logger={logger}", *overrides]
-        )
+    cfg = compose_config("config", [f"eval={name if known else 'default'}", f"logger={logger}", *overrides])
     if not known:
         stored = next((s for d in run_dirs if (s := ScoreSet(d, name).settings())), None)
         if stored is None:

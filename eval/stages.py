@@ -13,6 +13,7 @@ from monkey.eval.scoring import EvaluateSummary, evaluate_run
 from omegaconf import DictConfig
 
 from monkey.hashing import to_plain
+from monkey.names import folder_name
 from monkey.shards import resolve_shard
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def in_multirun_job() -> bool:
 
 
 def experiment_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.run.root) / cfg.run.name
+    return Path(cfg.run.root) / folder_name(cfg.run.name, "run.name")  # as Hydra names it (monkey.folder_slug)
 
 
 def report_experiment(cfg: DictConfig, folder: Path):

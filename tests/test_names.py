@@ -83,3 +83,35 @@ def test_the_console_script_keeps_a_bad_method_name_inside_the_run_root(tmp_path
     outside = {p for p in files_under(tmp_path) if not p.startswith("a/b/c/runs/")}
     assert outside == {"a", "a/b", "a/b/c", "a/b/c/runs"}  # Hydra's folder is a slug inside runs/
     assert not list(tmp_path.rglob("images")) and not list(tmp_path.rglob("manifest"))
+
+
+def test_long_folder_names_become_a_readable_prefix_and_a_hash():
+    from monkey.names import MAX_FOLDER_BYTES, folder_name, short_name
+
+    long = "ip_adapter_1.0,plan.limit.subjects=[" + ",".join(f"subject_{i}" for i in range(30)) + "]"
+    short = short_name(long)
+    assert len(long.encode()) > MAX_FOLDER_BYTES >= len(short.encode())
+    prefix, _, digest = short.rpartition("-")
+    assert long.startswith(prefix) and len(prefix) > 150 and len(digest) == 12
+    assert short_name(long + "x") != short  # the hash tells apart names sharing the prefix
+    assert short_name(long) == short and folder_slug(long) == short == folder_name(long, "run.name")
+    accents = short_name("é" * 200)  # 400 bytes: cut between characters, never inside one
+    assert len(accents.encode()) <= MAX_FOLDER_BYTES and accents.startswith("é" * 90)
+    exact = "a" * MAX_FOLDER_BYTES
+    assert short_name(exact) == exact and short_name(exact + "a") != exact + "a"
+    with pytest.raises(ConfigError, match=r"^method\.name=.*too long to name a file \(101 bytes"):
+        path_name("m" * 101, "method.name")
+    assert path_name("m" * 100, "method.name") == "m" * 100
+
+
+def test_a_key_given_twice_is_passed_on_once_with_its_last_value(monkeypatch):
+    """Hydra composes the last value; the folder name (built from the overrides) must be the plain run's."""
+    import monkey.cli
+    from monkey.hydra_errors import unique_overrides
+
+    seen = []
+    monkeypatch.setattr(monkey.cli, "app", lambda: seen.append(sys.argv[1:]))
+    assert monkey.cli.main(["method.scale=0.3", "plan.seeds=2", "method.scale=0.5", "-m", "+x.y=1", "+x.y=2"]) == 0
+    assert seen == [["plan.seeds=2", "method.scale=0.5", "-m", "+x.y=2"]]
+    given = ["a=1", "~a", "a=2", "--cfg", "job", "b=[1,2]", "b=3"]
+    assert unique_overrides(given) == ["~a", "a=2", "--cfg", "job", "b=3"]

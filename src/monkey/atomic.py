@@ -20,7 +20,9 @@ from monkey.errors import OutputError
 _UMASK_LOCK = threading.Lock()
 # errno values that mean "this folder cannot take the file": the user can act on them
 UNWRITABLE = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
-              errno.EROFS: "read-only file system", errno.EPERM: "operation not permitted"}
+              errno.EROFS: "read-only file system", errno.EPERM: "operation not permitted",
+              errno.ENOTDIR: "a part of the path is a file, not a folder",
+              errno.EISDIR: "a folder is in the way of the file", errno.ENAMETOOLONG: "a name in the path is too long"}
 
 
 def current_umask() -> int:

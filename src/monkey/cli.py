@@ -6,16 +6,20 @@ monkey-bench -m method=ip_adapter_0.5,ip_adapter_1.0
 """
 
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from monkey.atomic import UNWRITABLE
 from monkey.errors import MonkeyError
 from monkey.hashing import stable_hash
+from monkey.hydra_errors import HYDRA_INPUT_ERRORS, composition_message, one_line, unique_overrides
 from monkey.names import folder_slug
 from monkey.shards import shard_label
 from monkey.stages import run_stages
@@ -86,18 +90,106 @@ def run_job(cfg: DictConfig, run_dir: Path) -> int:
     return 0
 
 
+# True while the task function runs: an error before it is Hydra's setup of the run folder (input the
+# user can fix: the folder, the log file); an error from inside it keeps its traceback (a bug)
+_in_task = False
+
+
 @hydra.main(version_base="1.3", config_path="pkg://monkey.conf", config_name="config")
 def app(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    quiet_libraries()
-    code = run_job(cfg, run_dir)
+    global _in_task
+    _in_task = True
+    try:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        quiet_libraries()
+        code = run_job(cfg, run_dir)
+    finally:
+        _in_task = False
+    if code == 2:
+        remove_refused_job_files(run_dir, Path(str(cfg.run.root)) / folder_slug(cfg.run.name))
     if code:
         sys.exit(code)
 
 
-def main() -> None:
-    app()
+def remove_refused_job_files(run_dir: Path, experiment_dir: Path) -> None:
+    """A refused job leaves no folder: Hydra made the run folder, this shard's `.hydra/<shard>/` and
+    `<shard>.log` before the app ran. They go when the folder holds nothing else (never another
+    shard's files or any result), and `experiment_dir` (runs/<run.name>) too when that leaves it empty."""
+    hydra = HydraConfig.get()
+    ours = {run_dir / ".hydra"}
+    log_file = OmegaConf.select(hydra, "job_logging.handlers.file.filename", default=None)
+    if log_file:
+        ours.add(Path(log_file))
+    subdir = run_dir / hydra.output_subdir if hydra.output_subdir else None
+    hydra_dir = run_dir / ".hydra"
+    if set(run_dir.iterdir()) - ours or (hydra_dir.is_dir() and set(hydra_dir.iterdir()) - {subdir}):
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # Hydra's file handler holds the log open
+        if isinstance(handler, logging.FileHandler) and log_file and Path(handler.baseFilename) == Path(log_file):
+            root.removeHandler(handler)
+            handler.close()
+    if log_file:
+        Path(log_file).unlink(missing_ok=True)
+    if subdir is not None and subdir.is_dir():
+        shutil.rmtree(subdir)
+    in_experiment = run_dir.parent.resolve() == experiment_dir.resolve()  # not a hydra.run.dir of the user's
+    for folder in (hydra_dir, run_dir, *([experiment_dir] if in_experiment else [])):
+        try:
+            folder.rmdir()  # only when empty: another process's files keep it
+        except OSError:
+            break
+
+
+def setup_error(err: BaseException) -> str | None:
+    """One line for a failure of Hydra's own setup before the task (the run folder, the shard log, an
+    interpolation in the folder's name); None when it is not one (a bug: the traceback stays)."""
+    if isinstance(err, ValueError) and isinstance(err.__cause__, OSError):  # logging: "Unable to configure handler"
+        err = err.__cause__
+    if isinstance(err, OSError) and err.errno in UNWRITABLE:
+        where = Path(err.filename) if err.filename else Path.cwd()
+        return (
+            f"cannot write {where}: {UNWRITABLE[err.errno]} ({err.strerror}); run.root must be a folder this "
+            "user can create files in"
+        )
+    if isinstance(err, OmegaConfBaseException):
+        return f"the config cannot be resolved: {one_line(str(err))}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`monkey-bench` with `argv` (default: the command line): Hydra's app, with every bad input,
+    Hydra's own included, ending in one error line and exit code 2 (docs/configuration.md)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [saved_argv[0] if saved_argv else "monkey-bench", *unique_overrides(argv)]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors instead of printing several lines
+    try:
+        app()
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except HYDRA_INPUT_ERRORS as err:
+        return refuse(composition_message(err))
+    except (OSError, ValueError, OmegaConfBaseException) as err:
+        message = None if _in_task else setup_error(err)
+        if message is None:
+            raise
+        return refuse(message)
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
+    return 0
+
+
+def refuse(message: str) -> int:
+    if not logging.getLogger().handlers:  # before Hydra configured logging: as the other CLIs print
+        logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    log.error("%s", message)
+    return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

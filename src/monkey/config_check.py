@@ -15,17 +15,23 @@ from omegaconf import DictConfig
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
 from monkey.models.speedups import refuse_cuda_graphs, speedups_from_config
-from monkey.names import path_name
+from monkey.names import folder_name, path_name
 
 VAE_FACTOR = 8  # the Stable Diffusion VAE's downsampling: image sides must be multiples of it
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 # knobs a method may have that mean the same thing in every method
 SHARED_METHOD_COUNTS = ("num_inference_steps", "batch_size")
+# IP-Adapter scales wherever a method has them (ip_adapter_*/text_only: scale; MONKEY: initial_scale,
+# ip_scale): 0 is the prompt alone, 1 the adapter at full weight. A negative scale turns the subject
+# into a negative prompt, which no method means; 2 bounds typos (the paper and its sweeps use 0..1).
+ADAPTER_SCALES = ("scale", "initial_scale", "ip_scale")
+SCALE_RANGE = (0.0, 2.0)
 
 
 def check_job_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key of `cfg` that no stage could use."""
-    for key in ("run.name", "method.name", "dataset.name"):
+    folder_name(select(cfg, "run.name"), "run.name")  # a folder only: a long one is shortened, not refused
+    for key in ("method.name", "dataset.name"):  # these also name files (manifests, configs)
         path_name(select(cfg, key), key)
     for key in ("generation.height", "generation.width"):
         side = count(cfg, key, minimum=VAE_FACTOR)
@@ -38,6 +44,9 @@ def check_job_config(cfg: DictConfig) -> None:
     for knob in SHARED_METHOD_COUNTS:
         if cfg.method.get(knob) is not None:
             count(cfg, f"method.{knob}", minimum=1)
+    for knob in ADAPTER_SCALES:
+        if cfg.method.get(knob) is not None:
+            number_in(cfg, f"method.{knob}", *SCALE_RANGE)
     check_device(str(select(cfg, "runtime.device")), "runtime.device")
     refuse_cuda_graphs(speedups_from_config(select(cfg, "runtime")))  # compile, sdpa_backend, ... values too
     count(cfg, "plan.seeds", minimum=1)
@@ -74,6 +83,13 @@ def count(cfg: DictConfig, key: str, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{key}={value} is not allowed; it must be a whole number >= {minimum}")
     return value
+
+
+def number_in(cfg: DictConfig, key: str, low: float, high: float) -> float:
+    value = select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"{key}={value!r} is not allowed; it must be a number in [{low:g}, {high:g}]")
+    return float(value)
 
 
 def check_device(device: str, key: str) -> None:

@@ -14,13 +14,12 @@ import re
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from monkey.atomic import atomic_write_bytes
 from monkey.errors import ConfigError, MonkeyError
 from monkey.hashing import stable_hash
+from monkey.hydra_errors import compose_config
 from monkey.imports import (
     ImportPlan,
     import_config,
@@ -32,18 +31,14 @@ from monkey.imports import (
     write_import,
     write_jobs,
 )
-from monkey.names import path_name
+from monkey.names import folder_name, path_name
 from monkey.store import RunStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def plan_config(overrides: list[str]) -> DictConfig:
-    try:
-        with initialize_config_module(config_module="monkey.conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    except HydraException as err:
-        raise ConfigError(f"plan overrides {overrides}: {err}") from err
+    return compose_config("config", overrides)
 
 
 def plan_of(cfg: DictConfig) -> list:
@@ -98,7 +93,7 @@ def run_images(args: argparse.Namespace) -> int:
     plan = plan_of(cfg)
     result: ImportPlan = match(rows, plan, args.images)
     path_name(args.name, "--name")
-    run_dir = args.run_dir or Path(cfg.run.root) / path_name(cfg.run.name, "run.name") / args.name
+    run_dir = args.run_dir or Path(cfg.run.root) / folder_name(cfg.run.name, "run.name") / args.name
     failed = (result.problems and not args.skip_problems) or (result.missing and args.require_all)
     if failed:
         print(report_text(args.name, run_dir, len(rows), result, 0, 0, len(plan)), file=sys.stderr)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_module
 from hydra.utils import get_class
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
@@ -37,9 +36,11 @@ from monkey.figures.grid import (
 )
 from monkey.figures.words import prompt_words, select_words
 from monkey.hashing import to_plain
+from monkey.hydra_errors import compose_config
 from monkey.methods.base import build_method
 from monkey.methods.presets import MethodSpec, method_spec, runtime_vae_dtype
 from monkey.models.profiles import profile_from_config, resolve_runtime
+from monkey.names import folder_name
 from monkey.plan import WorkItem, build_plan
 from monkey.prompts import prompt_set_from_config
 
@@ -49,8 +50,7 @@ STYLE_KEYS = ("norm", "cmap", "alpha", "interpolation")
 
 def attention_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """conf/attention.yaml with Hydra overrides, e.g. ["subject=cat", "model=lcm_dreamshaper"]."""
-    with initialize_config_module(config_module="monkey.conf", version_base="1.3"):
-        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    return compose_config(CONFIG_NAME, overrides)
 
 
 def select_item(cfg: DictConfig) -> WorkItem:
@@ -86,7 +86,7 @@ def output_stem(cfg: DictConfig) -> Path:
     if cfg.out:
         return Path(cfg.out)
     name = f"attention_{cfg.subject}_p{int(cfg.prompt_index):02d}_s{int(cfg.seed_index)}"
-    return Path(cfg.run.root) / cfg.run.name / "figures" / name
+    return Path(cfg.run.root) / folder_name(cfg.run.name, "run.name") / "figures" / name
 
 
 def monkey_method(cfg: DictConfig, spec: MethodSpec) -> MonkeyMethod:

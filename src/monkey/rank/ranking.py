@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -25,8 +24,9 @@ from monkey.datasets.base import Source, load_sources
 from monkey.errors import ConfigError
 from monkey.figures.attention_figure import monkey_method
 from monkey.hashing import stable_hash, to_plain
+from monkey.hydra_errors import compose_config
 from monkey.methods.presets import method_spec
-from monkey.names import path_name
+from monkey.names import folder_name
 from monkey.rank.probe import item_noise, noised_inputs, noised_source, source_latents
 from monkey.rank.report import write_ranking
 from monkey.rank.score import mask_on_grid, rank, score_record
@@ -53,8 +53,7 @@ class RankSettings:
 
 
 def rank_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    with initialize_config_module(config_module="monkey.conf", version_base="1.3"):
-        return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    return compose_config(CONFIG_NAME, overrides)
 
 
 def rank_settings(cfg: DictConfig) -> RankSettings:
@@ -93,7 +92,7 @@ def rank_settings(cfg: DictConfig) -> RankSettings:
         raise ConfigError(f"threshold={cfg.threshold!r} must lie in [0, 1] (maps are min-max normalised)")
     if "{word}" not in str(cfg.prompt):
         raise ConfigError(f"prompt={cfg.prompt!r} must contain {{word}} (replaced by the subject word)")
-    out = Path(cfg.out) if cfg.out else Path(cfg.run.root) / path_name(cfg.run.name, "run.name") / "rank"
+    out = Path(cfg.out) if cfg.out else Path(cfg.run.root) / folder_name(cfg.run.name, "run.name") / "rank"
     return RankSettings(
         subjects=subjects,
         images_per_subject=images,
