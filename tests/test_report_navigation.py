@@ -8,6 +8,11 @@ Bugs planted to check that these tests can fail (each reverted):
     compare.paired_differences takes A - B                                              -> by_hand
     compare.paired_differences passes item ids as the bootstrap's clusters (not subjects) -> by_hand
     compare.Coverage.warning returns None when only B has extra items                    -> warns
+    label_placement.overlaps uses `or` for the vertical test                             -> pareto_labels
+    label_placement.place_labels drops the inside-the-axes check (cost 0)                -> pareto_labels
+    plots.pareto_figure leaves the frontier line out of the obstacles                     -> pareto_labels
+    plots.pareto_figure places labels before tight_layout                                -> pareto_labels
+    plots.pareto_figure labels only the first reference in the legend (as before)        -> pareto_labels
 """
 
 import json
@@ -239,3 +244,67 @@ def test_merged_report_warns_about_uneven_coverage(report, caplog):
 
     (warning,) = coverage_warnings(report.scores)
     assert "ip_adapter_1.0 (method.scale=0.5): 3, ip_adapter_1.0: 4" in warning
+
+
+def crowded_summary() -> pd.DataFrame:
+    """Six sweep neighbours within 0.001 of one spot, a frontier through them, and two references."""
+    points = {f"ip_adapter_1.0 (method.scale=0.5{k})": (0.300 + 0.0002 * k, 0.700 - 0.0002 * k) for k in range(6)}
+    points |= {
+        # with the crowd, the frontier: a line straight through the crowd's labels' first choices
+        "monkey (method.threshold_rule=otsu, method.combine=max)": (0.330, 0.670),
+        "masactrl": (0.270, 0.730),
+        "ip_adapter_0.5": (0.260, 0.600),  # below the frontier
+        "text_only": (0.340, 0.400),
+        "oracle": (0.220, 0.800),
+    }
+    rows = []
+    for variant, (clip_t, clip_i) in points.items():
+        for metric, mean in (("clip_t", clip_t), ("clip_i", clip_i)):
+            rows.append(
+                dict(variant=variant, method=variant.split(" ")[0], dataset="dreambooth", metric=metric, level="image")
+                | dict(n=8, mean=mean, ci_low=mean - 0.004, ci_high=mean + 0.004)
+            )
+    return pd.DataFrame(rows)
+
+
+def test_pareto_labels_do_not_overlap_and_stay_inside_the_axes():
+    from matplotlib.text import Text
+    from monkey.eval.label_placement import line_samples
+    from monkey.eval.plots import pareto_figure
+
+    summary = crowded_summary()
+    paper = pd.DataFrame({"method": ["MONKEY", "IP-Adapter"], "dataset": "dreambooth", "clip_t": [0.31, 0.30]})
+    paper["clip_i"] = [0.701, 0.699]  # on top of the crowd
+    fig = pareto_figure(summary, "dreambooth", "clip_t", "clip_i", ["text_only", "oracle"], {}, paper)
+    ax = fig.axes[0]
+    fig.canvas.draw()  # the boxes as drawn
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    texts = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in texts) == sorted([*summary["variant"].unique(), "MONKEY", "IP-Adapter"])
+    boxes = [Text.get_window_extent(t, renderer) for t in texts]  # the text itself, not its leader line
+    for i, box in enumerate(boxes):
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, texts[i]
+        for j in range(i):
+            assert not box.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+    # the frontier stays visible: no label lies on its line
+    front = [line for line in ax.get_lines() if line.get_label() == "Pareto frontier"]
+    (frontier,) = front
+    xs, ys = line_samples(*frontier.get_data())
+    pixels = ax.transData.transform(np.column_stack([xs, ys]))
+    for box in boxes:
+        assert not any(box.contains(px, py) for px, py in pixels)
+    # every colour is explained, and the legend sits beside the axes
+    legend = ax.get_legend()
+    names = {t.get_text() for t in legend.get_texts()}
+    assert names == {
+        "on the frontier",
+        "not on the frontier",
+        "reference (not ranked)",
+        "Pareto frontier",
+        "paper (reported)",
+    }
+    assert legend.get_window_extent(renderer).x0 >= frame.x1
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
