@@ -8,6 +8,7 @@ Bugs planted to check that these tests can fail (each reverted):
     compare.paired_differences takes A - B                                              -> by_hand
     compare.paired_differences passes item ids as the bootstrap's clusters (not subjects) -> by_hand
     compare.Coverage.warning returns None when only B has extra items                    -> warns
+    compare.check_same_score_set never compares the two sides' backbones                 -> warns (exit 2 case)
     label_placement.overlaps uses `or` for the vertical test                             -> pareto_labels
     label_placement.place_labels drops the inside-the-axes check (cost 0)                -> pareto_labels
     plots.pareto_figure leaves the frontier line out of the obstacles                     -> pareto_labels
@@ -16,6 +17,7 @@ Bugs planted to check that these tests can fail (each reverted):
 """
 
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -237,6 +239,13 @@ def test_compare_warns_when_the_item_sets_differ(report, tmp_path, caplog):
     assert "**Warning:**" in (out / "compare.md").read_text()
     assert report_main(["--compare", str(folder / FOLDER_A), "--out", str(tmp_path / "one")]) == 2
     assert not (tmp_path / "one").exists()
+    # scores made with other backbones do not compare: one line, exit 2, nothing written
+    other = tmp_path / "other" / FOLDER_B
+    shutil.copytree(folder / FOLDER_B, other)
+    (other / "scores" / "tiny" / "eval_config.json").write_text(json.dumps({"backbones": {"made": {"kind": "other"}}}))
+    caplog.clear()
+    assert report_main(["--compare", str(folder / FOLDER_A), str(other), "--out", str(tmp_path / "mixed")]) == 2
+    assert "made with other settings" in caplog.records[-1].getMessage() and not (tmp_path / "mixed").exists()
 
 
 def test_merged_report_warns_about_uneven_coverage(report, caplog):
