@@ -149,8 +149,9 @@ def link(path: Path, out_dir: Path) -> str:
     return quote(os.path.relpath(path.resolve(), out_dir.resolve()))
 
 
-def card_html(card: Card, out_dir: Path, thumb) -> str:
-    """One method's cell of an item row: image, scores (data-score-* for sorting), config, overlay."""
+def card_html(card: Card, out_dir: Path, thumb, row_seed: int | None = None) -> str:
+    """One method's cell of an item row: image, scores (data-score-* for sorting), config, overlay; its
+    seed too where it is not the row's (preset=paper: a method's own seed)."""
     e = html.escape
     numbers = {k: v for k, v in card.scores.items() if isinstance(v, int | float)}
     data = " ".join(f'data-score-{e(k)}="{v:.6g}"' for k, v in numbers.items())
@@ -162,6 +163,8 @@ def card_html(card: Card, out_dir: Path, thumb) -> str:
         else ""
     )
     config = f' · <a class="config" href="{link(card.config, out_dir)}">config</a>' if card.config else ""
+    if row_seed is not None and card.seed != row_seed:
+        scores = f"seed {card.seed} · {scores}" if scores else f"seed {card.seed}"
     return (
         f'<td class="card" data-method="{e(card.method)}" data-item="{e(card.item_id)}" {data}>'
         f'<a class="image" href="{link(card.image, out_dir)}"><img class="image" loading="lazy" '
@@ -181,9 +184,9 @@ def row_html(cards: list[Card], methods: list[str], out_dir: Path, thumb) -> str
         f'alt="subject photo" title="subject photo"><br>{e(first.dataset)}/{e(first.subject)} · seed {first.seed}'
         f"<br><q>{e(first.prompt)}</q></th>"
     )
+    empty = '<td class="empty" data-method="{}"></td>'
     cells = "".join(
-        card_html(by_method[m], out_dir, thumb) if m in by_method else f'<td class="empty" data-method="{e(m)}"></td>'
-        for m in methods
+        card_html(by_method[m], out_dir, thumb, first.seed) if m in by_method else empty.format(e(m)) for m in methods
     )
     return f'<tr class="item" data-item="{e(first.item_id)}" {data}>{head}{cells}</tr>'
 

@@ -317,3 +317,14 @@ def test_pareto_labels_do_not_overlap_and_stay_inside_the_axes():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_gallery_cell_shows_its_seed_only_where_it_is_not_the_rows():
+    from monkey.eval.gallery import Card, card_html
+
+    card = Card("m", "d", "s", "p", 7, "d/s/00/p00/s0", Path("x.png"), Path("y.png"), None, {"clip_t": 0.5})
+    scores = {
+        seed: card_html(card, Path("."), lambda path, size: "t.jpg", seed).split('class="scores">')[1]
+        for seed in (3, 7)
+    }
+    assert scores[3].startswith("seed 7 · clip_t 0.500") and scores[7].startswith("clip_t 0.500")  # preset=paper
