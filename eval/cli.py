@@ -5,6 +5,7 @@
     monkey-report runs/demo --eval tiny eval.report.level=subject logger=wandb logger.mode=offline
     monkey-report runs/ablate_token --sweep method.token   # name the swept key (default: those that vary)
     monkey-report runs/demo --html                   # only gallery.html (no scoring, no tables)
+    monkey-report --compare runs/a/monkey runs/b/monkey --out compare_ab   # B - A on the items both scored
 
 Arguments are run folders (holding manifest/) or experiment folders (holding run folders). The score
 set defaults to the one the folders already hold; unscored images are scored first (cached), so a
@@ -65,6 +66,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-evaluate", action="store_true", help="do not score unscored images; report what is there")
     parser.add_argument("--html", action="store_true", help="write only gallery.html (and its thumbnails)")
     parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare exactly two run (or experiment) folders A B: config keys that differ, B - A per metric",
+    )
+    parser.add_argument(
         "--sweep", action="append", metavar="KEY", help="a swept config key, e.g. method.token (repeatable)"
     )
     return parser.parse_intermixed_args(argv)
@@ -79,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = find_run_dirs(paths)
         name = args.eval_name or detect_eval_name(run_dirs)
         out = args.out or (Path(paths[0]) / REPORT_DIR if len(paths) == 1 else Path(REPORT_DIR))
+        if args.compare:
+            return compare(paths, args.out, name, args.logger, overrides)
         if args.html:  # the gallery alone: scores shown where the folders hold score set `name`
             print(f"gallery of {len(run_dirs)} run folders: {write_gallery(run_dirs, out, name)}")
             return 0
@@ -97,6 +105,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     generated = int((report.scores["method"] != ORACLE).sum())
     print(f"report of {generated} images from {len(report.run_dirs)} run folders: {report.out_dir}")
+    return 0
+
+
+def compare(paths: list[str], out: Path | None, name: str, logger: str, overrides: list[str]) -> int:
+    """`--compare A B`: write compare.md/.csv and config_diff.csv, print the page, warn on uneven items."""
+    from monkey.eval.backbones import backbone_specs
+    from monkey.eval.compare import compare_runs, write_comparison
+
+    from monkey.hashing import to_plain
+
+    if len(paths) != 2:
+        raise MonkeyError(f"--compare takes exactly two folders (A B), got {len(paths)}: {paths}")
+    cfg = report_config(name, logger, overrides, find_run_dirs(paths))
+    boot = cfg.eval.report.bootstrap
+    metrics = [  # every score the backbones give, present or not (compare_runs keeps those both sides hold)
+        m
+        for spec in backbone_specs(to_plain(cfg.eval.backbones))
+        for m in (spec.image_metric, f"{spec.image_metric}_all", spec.text_metric, f"{spec.text_metric}_paper")
+        if m and not m.startswith("None")
+    ]
+    comparison = compare_runs(paths[0], paths[1], name, metrics, boot.samples, boot.seed, boot.confidence)
+    for warning in comparison.warnings:
+        log.warning("%s", warning)
+    page = write_comparison(comparison, out or Path("compare"), paths[0], paths[1])
+    print(page.read_text())
+    print(f"comparison written to {page.parent}")
     return 0
 
 

@@ -11,6 +11,7 @@ Files written to the report folder (runs/<run.name>/report/ by default):
                                  when the folders form a sweep (monkey.eval.sweep)
     runs.csv                     the run folders merged, with their overrides
     gallery.html, gallery/       every image with prompt, seed, scores, mask overlay (monkey.eval.gallery)
+    index.html, rows/            every file linked; Table 1 cells link their rows and configs (monkey.eval.index_page)
     report.md                    all of the above on one page
 """
 
@@ -24,8 +25,10 @@ import pandas as pd
 from monkey.eval.aggregate import metric_columns, summarize
 from monkey.eval.backbones import BackboneSpec, backbone_specs
 from monkey.eval.collect import collect_scores, find_run_dirs, run_config
+from monkey.eval.compare import coverage_warnings
 from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
+from monkey.eval.index_page import write_index
 from monkey.eval.judge import JUDGE_COLUMNS
 from monkey.eval.plots import pareto_plot
 from monkey.eval.run_settings import RowSettings, row_settings
@@ -116,6 +119,8 @@ def build_report(
     scores = collect_scores(run_dirs, eval_cfg.name)
     if scores.empty:
         raise DataError(f"no scores/{eval_cfg.name} in {[str(p) for p in run_dirs]}: run the evaluate stage first")
+    for warning in coverage_warnings(scores):  # Table 1 ranks them side by side: say so (monkey.eval.compare)
+        log.warning("%s", warning)
     settings = to_plain(eval_cfg.report)
     specs = backbone_specs(to_plain(eval_cfg.backbones))
     metrics = metric_columns(scores, {s.key: [s.image_metric, s.text_metric] for s in specs})
@@ -172,6 +177,7 @@ def build_report(
     write_gallery(run_dirs, out_dir, eval_cfg.name)  # gallery.html: every image, filterable (monkey.eval.gallery)
     report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
+    write_index(out_dir, scores, table, table_metrics, labels)  # last: it links the files written above
     generated = int((scores["method"] != ORACLE).sum())
     log.info(
         "report: %d images (+ %d oracle rows) of %d run folders -> %s",

@@ -1,6 +1,6 @@
 """The study's participant page and the report's gallery in a real browser (headless Debian chromium,
 one session for the module): click through a participant page, export, tally the export back to the
-clicks; open a gallery, filter it, check which images are visible and that they load from disk."""
+clicks; open a gallery: its rows and columns, filters, sorting, overlay switch, and that images load from disk."""
 
 import json
 import time
@@ -9,11 +9,13 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 from browser import start_browser
+from eval_helpers import fake_generate
 from monkey.eval.collect import find_run_dirs
 from monkey.eval.gallery import write_gallery
 from monkey.eval.score_store import ScoreSet
-from study_helpers import METHODS, make_experiment, read_assignments, screens
+from study_helpers import METHODS, make_experiment, read_assignments, screens, two_dataset_items
 
+from monkey.hashing import stable_hash
 from monkey.store import RunStore
 from monkey.study.cli import default_paper_names
 from monkey.study.questions import method_runs
@@ -120,48 +122,103 @@ def test_participant_page_clicks_export_and_tally_back(browser, experiment, down
     assert set(result.exclusions["reason"]) == {"no response"}  # p01, p03: nothing else left out
 
 
-def test_gallery_filters_to_one_method_and_its_images_load(browser, experiment, tmp_path):
-    run_dirs = find_run_dirs([experiment])
-    for run_dir in run_dirs:  # a score set as the evaluator writes it: one record per image
-        scores = ScoreSet(run_dir, "tiny")
-        for row in RunStore(run_dir).rows():
-            scores.write({"method": row["method"], "item_id": row["item_id"], "scores": {"clip_t": 0.25, "dino": 0.5}})
-    out = tmp_path / "report"
-    gallery = write_gallery(run_dirs, out, "tiny")
-    browser.get(gallery.as_uri())
-    cards = browser.find_elements("css selector", ".card")
-    assert len(cards) == 3 * 2 * 2 * 2  # methods x datasets x subjects x prompts
+@pytest.fixture(scope="module")
+def gallery_experiment(tmp_path_factory) -> Path:
+    """The three methods on both datasets; alpha with 3 locations, beta with 2 (so the location filter must
+    narrow with the subject); score records with clip_i_all (alpha has two photos, beta one); configs."""
+    root = tmp_path_factory.mktemp("gallery")
+    items = [i for i in two_dataset_items(root, prompts=3) if i.source.subject == "alpha" or i.prompt_index < 2]
+    experiment = root / "exp"
+    for method in METHODS:
+        fake_generate(experiment / method, items, method, overlay=method == "monkey")
+        RunStore(experiment / method).register_config(method, "test", {"method": method})  # the rows' config_hash
+        scores = ScoreSet(experiment / method, "tiny")
+        for row in RunStore(experiment / method).rows():
+            made_up = [int(stable_hash([method, row["item_id"], k], 6), 16) / 16**6 for k in range(3)]
+            n_refs = 2 if row["subject"] == "alpha" else 1
+            values = {
+                "clip_t": made_up[0],
+                "clip_i": made_up[1],
+                "clip_i_all": made_up[2] if n_refs > 1 else made_up[1],
+            }
+            scores.write({"method": method, "item_id": row["item_id"], "n_refs": n_refs, "scores": values})
+    return experiment
 
+
+def shown(browser, css: str) -> list:
+    return [e for e in browser.find_elements("css selector", css) if e.is_displayed()]
+
+
+def test_gallery_rows_columns_filters_sorting_and_overlay(browser, gallery_experiment, tmp_path):
     from selenium.webdriver.support.ui import Select
 
+    experiment = gallery_experiment
+    rows = {m: {r["item_id"]: r for r in RunStore(experiment / m).rows()} for m in METHODS}
+    records = {m: {r["item_id"]: r["scores"] for r in ScoreSet(experiment / m, "tiny").records()} for m in METHODS}
+    items = sorted(rows["monkey"])
+    gallery = write_gallery(find_run_dirs([experiment]), tmp_path / "report", "tiny")
+    browser.get(gallery.as_uri())
+    assert len(items) == 2 * (3 + 2)  # datasets x (alpha's 3 + beta's 2 locations)
+    assert browser.find_element("id", "shown").text == f"{len(items)} of {len(items)} items, 30 of 30 images"
+    # one aligned row per item, a column per method, every method cell the same width
+    table_rows = shown(browser, "tr.item")
+    assert sorted(r.get_attribute("data-item") for r in table_rows) == items
+    for row in table_rows[:2]:
+        cells = row.find_elements("css selector", "td.card")
+        assert [c.get_attribute("data-method") for c in cells] == sorted(METHODS)
+    widths = {round(c.rect["width"]) for c in browser.find_elements("css selector", "td.card")}
+    assert len(widths) == 1, widths
+
+    # each score once: clip_i_all only where it is not clip_i again (alpha: two photos); a link to the config
+    for item in (next(i for i in items if "/alpha/" in i), next(i for i in items if "/beta/" in i)):
+        card = browser.find_element("css selector", f'tr[data-item="{item}"] td.card[data-method="monkey"]')
+        text, values = card.find_element("css selector", ".scores").text, records["monkey"][item]
+        assert text.count(f"clip_i {values['clip_i']:.3f}") == 1
+        assert ("clip_i_all" in text) == ("/alpha/" in item)
+        config = Path(unquote(urlparse(card.find_element("css selector", "a.config").get_attribute("href")).path))
+        assert config.is_file() and config.name == "monkey-test.json" and config.parent.parent.name == "monkey"
+
+    # the location filter narrows with the subject; a location the subject lacks goes back to "all"
+    subject, location = (
+        Select(browser.find_element("id", "filter-subject")),
+        Select(browser.find_element("id", "filter-location")),
+    )
+    locations = {
+        s: sorted({r["location"] for r in rows["monkey"].values() if r["subject"] == s}) for s in ("alpha", "beta")
+    }
+    assert len(locations["alpha"]) == 3 and len(locations["beta"]) == 2
+    subject.select_by_value("alpha")
+    location.select_by_value(sorted(set(locations["alpha"]) - set(locations["beta"]))[0])  # beta lacks it
+    assert len(shown(browser, "tr.item")) == 2  # one per dataset
+    subject.select_by_value("beta")
+    assert [o.get_attribute("value") for o in location.options][1:] == locations["beta"]
+    assert location.first_selected_option.get_attribute("value") == ""
+    assert {r.get_attribute("data-subject") for r in shown(browser, "tr.item")} == {"beta"}
+    subject.select_by_value("")
+
+    # one method's column: its 10 images, whose lazy thumbnails load once in view; the overlay behind its switch
     Select(browser.find_element("id", "filter-method")).select_by_value("monkey")
-    visible = [c for c in cards if c.is_displayed()]
-    assert len(visible) == 8 and {c.get_attribute("data-method") for c in visible} == {"monkey"}
-    assert browser.find_element("id", "shown").text == "8 of 24 images"
-    expected = {r["item_id"] for r in RunStore(experiment / "monkey").rows()}
-    assert {c.get_attribute("data-item") for c in visible} == expected
-    for card in visible:
+    visible = shown(browser, "td.card")
+    assert {c.get_attribute("data-method") for c in visible} == {"monkey"} and len(visible) == len(items)
+    assert browser.find_element("id", "shown").text.endswith(f"{len(items)} of 30 images")
+    assert not shown(browser, "img.overlay")
+    browser.find_element("id", "overlay").click()
+    for card in visible[:3]:
         browser.execute_script("arguments[0].scrollIntoView()", card)
-        image, overlay = (
-            card.find_element("css selector", "img.image"),
-            card.find_element("css selector", "img.overlay"),
-        )
-        for img in (image, overlay):  # lazy thumbnails load from disk once in view
+        for img in card.find_elements("css selector", "img.image, img.overlay"):
+            assert img.is_displayed()
             wait_for(
                 lambda img=img: browser.execute_script("return arguments[0].naturalWidth", img) > 0, what="a thumbnail"
             )
-        full = Path(unquote(urlparse(card.find_element("css selector", "a").get_attribute("href")).path))
-        item = card.get_attribute("data-item").split("/")  # the link is the manifest's image of that item
-        assert full.is_file() and full.name == f"{item[2]}_{item[3]}_{item[4]}.png" and "/monkey/images/" in str(full)
-        assert "clip_t 0.250" in card.text and "seed" in card.text
+        full = Path(unquote(urlparse(card.find_element("css selector", "a.image").get_attribute("href")).path))
+        assert full.is_file() and "/monkey/images/" in str(full)
 
-    Select(browser.find_element("id", "filter-subject")).select_by_value("beta")
-    Select(browser.find_element("id", "filter-dataset")).select_by_value("magic")
-    prompt = Select(browser.find_element("id", "filter-prompt"))
-    prompt.select_by_value("beta in the jungle")
-    visible = [c for c in cards if c.is_displayed()]
-    assert [(c.get_attribute("data-item"), c.get_attribute("data-method")) for c in visible] == [
-        ("magic/beta/00/p00/s0", "monkey")
+    # sorting by any metric of any method: highest first, by the score records
+    sort = Select(browser.find_element("id", "sort"))
+    sort.select_by_visible_text("clip_t of masactrl")
+    order = [r.get_attribute("data-item") for r in browser.find_elements("css selector", "tr.item")]
+    assert order == sorted(items, key=lambda i: -records["masactrl"][i]["clip_t"])
+    sort.select_by_value("")
+    assert [r.get_attribute("data-item") for r in browser.find_elements("css selector", "tr.item")] == [
+        r.get_attribute("data-item") for r in table_rows
     ]
-    Select(browser.find_element("id", "filter-method")).select_by_value("")
-    assert sorted(c.get_attribute("data-method") for c in cards if c.is_displayed()) == sorted(METHODS)

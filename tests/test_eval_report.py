@@ -229,14 +229,13 @@ def test_report_writes_a_gallery_of_every_image_with_its_scores(report, tmp_path
     from monkey.eval.cli import main as report_main
 
     page = (report.out_dir / "gallery.html").read_text()
-    cards = re.findall(r'<figure class="card" data-method="([^"]*)".*?</figure>', page, flags=re.S)
+    cards = re.findall(r'<td class="card" data-method="([^"]*)".*?</td>', page, flags=re.S)
     generated = report.scores[report.scores["variant"] != "oracle"]
     assert sorted(cards) == sorted(generated["variant"])  # one card per generated image, labelled as in Table 1
-    for row in generated.itertuples():  # each card shows its image's own CLIP-T, as scored
-        card = re.search(
-            rf'data-method="{re.escape(row.variant)}"[^>]*data-item="{re.escape(row.item_id)}".*?</figure>', page, re.S
-        )
-        assert f"clip_t {row.clip_t:.3f}" in card.group(0) and f"seed {row.seed}" in card.group(0)
+    for row in generated.itertuples():  # each card shows its image's own CLIP-T, as scored; its row the seed
+        item = re.search(rf'<tr class="item" data-item="{re.escape(row.item_id)}".*?</tr>', page, re.S).group(0)
+        card = re.search(rf'data-method="{re.escape(row.variant)}" data-item="{re.escape(row.item_id)}".*?</td>', item)
+        assert f"clip_t {row.clip_t:.3f}" in card.group(0) and f"seed {row.seed}" in item
     out = tmp_path / "gallery_only"
     assert report_main([str(report.run_dirs[0].parent), "--html", "--out", str(out)]) == 0
     assert (out / "gallery.html").read_text().count('class="card"') == len(generated)

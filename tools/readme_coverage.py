@@ -86,6 +86,29 @@ MONKEY_FIDELITY_EDITS = {
 # Deliberate rewordings of the split, old text -> new text (before link syntax is dropped): references
 # to a section "below" that moved to a page of its own, a bold lead that became a heading.
 # Everything else must be found unchanged.
+OLD_GALLERY = (
+    "Every report writes `gallery.html`: one card per finished image of every run folder, with a lazily\n"
+    "loaded thumbnail (linking to the full image), the subject photo, the variant label (as in Table 1),\n"
+    "dataset, subject, seed, the exact prompt, the image's scores and, for MONKEY, its mask overlay.\n"
+    "Selects filter by method, dataset, subject and prompt. It is one HTML file"
+)
+NEW_GALLERY = (
+    "Every report writes `gallery.html`: one row per item (subject photo, dataset, subject, seed, the exact\n"
+    "prompt) and a column per variant (labelled as in Table 1), each cell a lazily loaded thumbnail (linking\n"
+    "to the full image), the image's scores, a link to its config and, for MONKEY, its mask overlay behind a\n"
+    "switch. Selects filter the rows by dataset, subject and location, show one method's column, and sort\n"
+    "the rows by any metric (the controls). It is one HTML file"
+)
+OLD_GALLERY_TEST = (
+    "clicks through every question, exports, and tallies the file back to the clicks; it opens a gallery,\n"
+    "filters it to one method and checks the visible cards and that their thumbnails load."
+)
+NEW_GALLERY_TEST = (
+    "clicks through every question, exports, and tallies the file back to the clicks; it opens a gallery\n"
+    "and checks its aligned rows and equal cell widths, each score shown once, the config links, the\n"
+    "location filter narrowing with the subject, one method's column, the overlay switch, that thumbnails\n"
+    "load, and sorting by a metric against the score records."
+)
 EDITS = {
     "**MONKEY: the paper's text against its reference code.** ": "The paper's text against its reference code. ",
     "report settings (see below) |": "report settings (see Evaluation and reports) |",
@@ -116,6 +139,14 @@ EDITS = {
     # issue 25: the reference code's mask pass ran at IP scale 1.0, the map's and VAE's precision became
     # knobs, and the pass-1 key digests the whole package, not capture.py alone
     **MONKEY_FIDELITY_EDITS,
+    # the gallery became a comparison table (issue 27): a row per item, a column per method
+    "| `gallery.html`, `gallery/` | every image, filterable, with prompt, seed, scores and MONKEY's overlay "
+    '(see "User study and gallery") |': (
+        "| `gallery.html`, `gallery/` | every image, one row per item and a column per method, with prompt, seed, "
+        "scores, config and MONKEY's overlay (see Gallery) |"
+    ),
+    OLD_GALLERY: NEW_GALLERY,
+    OLD_GALLERY_TEST: NEW_GALLERY_TEST,
 }
 
 
