@@ -116,6 +116,11 @@ EDITS = {
     "native on Stable Diffusion 3, below |": "native on Stable Diffusion 3, its page |",
     "object mode, see below |": "object mode, see RectifID |",
     '(the paper\'s "IP-Adapter (base)") |': '(the paper\'s "IP-Adapter (base)"; its page) |',
+    # issue 26: the IP-Adapter scales are checked up front too
+    "where a method has it (>= 1), `plan.*`,": (
+        "where a method has it (>= 1), the IP-Adapter scales `method.scale`, `method.initial_scale` and "
+        "`method.ip_scale` where a method has them (a number in [0, 2]), `plan.*`,"
+    ),
     # figures superseded by later measurements (the old ones stay in git history and in docs/gpu-speed.md's log)
     SUPERSEDED_CPU_FIGURE: UPDATED_CPU_FIGURE,
     # issue 25: masactrl joined the paper sweeps; Table 1's marks and cells; the paper's points by backbone
