@@ -85,6 +85,8 @@ WHY = {
     "docs extra": "needs the docs extra (mkdocs, jupyter)",
     "cluster": "needs a SLURM cluster",
     "benchmark": "a benchmark script: minutes of CPU, run by hand (results/benchmarks/)",
+    "refused": "shows a refusal on purpose (tests/test_bad_input_table.py runs the same input)",
+    "judge": "needs a multimodal judge endpoint (a vLLM server or a hosted API)",
 }
 
 # Commands that run as written on the tiny profiles (monkey-bench ones are composed by the tests).
@@ -126,6 +128,21 @@ TINY = {
 }
 # Commands CI does not run, and why (a key of WHY).
 NOT_RUN = {
+    ("configuration.md", "monkey-bench method=nope"): "refused",
+    ("configuration.md", "monkey-bench hydra.mode=RUN method.nokey=3"): "refused",
+    (
+        "evaluation.md",
+        "monkey-report --compare runs/demo/ip_adapter_0.5 runs/demo/ip_adapter_1.0 --out runs/demo/compare",
+    ): "after",
+    (
+        "evaluation.md",
+        "monkey-bench run.stages=[evaluate,report] eval.judge.enabled=true eval.judge.base_url=http://127.0.0.1:8000/v1 eval.judge.model=Qwen/Qwen2.5-VL-7B-Instruct",
+    ): "judge",
+    (
+        "gpu.md",
+        "monkey-bench experiment=paper_dreambooth dataset.root=/data/dreambooth dataset.images=all plan.pairing=cycle",
+    ): "weights",
+    ("study.md", "monkey-study agreement study/ responses/ --out study/agreement"): "after",
     ("sdxl.md", "monkey-attention rank masks.dir=masks/ subjects=8"): "data",
     ("attention.md", "monkey-attention model=lcm_dreamshaper"): "weights",
     ("attention.md", "jupyter execute notebooks/table1_figure2.ipynb notebooks/attention_maps.ipynb"): "docs extra",
