@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from monkey.config_check import check_job_config
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import build_method
@@ -41,7 +42,12 @@ def test_the_registry_holds_the_methods():
     assert {"ip_adapter_0.5", "ip_adapter_1.0", "text_only", "masactrl"} <= set(METHODS)
 
 
-def test_fair_gives_every_method_the_same_prompt_seed_and_size(make_config):
+# Each method's native side under `fair` on the tiny run, read from the profile files themselves:
+# the methods with their own model keep it (FreeGraftor names FLUX.1-dev, 1024), the rest the run's.
+OWN_MODEL = {"masactrl": "tiny_sd14", "rectifid": "tiny_perflow", "tf_ti2i": "tiny_sd3", "freegraftor": "flux_dev"}
+
+
+def test_fair_gives_every_method_the_same_prompt_and_seed_each_model_its_native_size(make_config):
     prompts, settings = {}, {}
     items = None
     for name in METHODS:
@@ -53,7 +59,21 @@ def test_fair_gives_every_method_the_same_prompt_seed_and_size(make_config):
     expected = [item.prompt for item in items]
     assert expected[0] == "a backpack in the jungle"
     assert all(p == expected for p in prompts.values()), prompts
-    assert all(s == ([item.seed for item in items], 128, 128) for s in settings.values()), settings
+    native = {name: model_profile_config(OWN_MODEL.get(name, "tiny"))["native_size"] for name in METHODS}
+    assert native["freegraftor"] == 1024 and native["ip_adapter_1.0"] == 128
+    assert settings == {name: ([item.seed for item in items], native[name], native[name]) for name in METHODS}
+
+
+def test_a_common_size_is_forced_on_every_method_and_half_a_size_is_refused(make_config):
+    for name in METHODS:
+        spec = method_spec(make_config(f"method={name}", "generation.height=64", "generation.width=96"))
+        assert (spec.height, spec.width) == (64, 96), name
+    paper = method_spec(make_config("method=tf_ti2i", "preset=paper", "generation.height=64", "generation.width=96"))
+    assert (paper.height, paper.width) == (256, 256)  # the paper's own size wins under `paper`
+    with pytest.raises(ConfigError, match=r"generation.height=64 and generation.width=None: set both"):
+        check_job_config(make_config("generation.height=64"))
+    with pytest.raises(ConfigError, match=r"generation.height=64 and generation.width=None: set both"):
+        method_spec(make_config("generation.height=64"))
 
 
 def test_paper_gives_each_method_its_documented_prompt_and_size(make_config):
@@ -77,6 +97,7 @@ def test_fair_leaves_every_paper_flag_off(make_config):
     spec = method_spec(make_config("method=masactrl"))
     assert spec.method["paper_bug_save_source_branch"] is False
     assert spec.method["captioner"]["_target_"].endswith("TemplateCaptioner")
+    assert spec.method["captioner"]["template"] == ""  # upstream's real-image source prompt (docs/methods/masactrl.md)
     assert "paper" not in spec.method and "model" not in spec.method
 
 

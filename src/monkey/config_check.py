@@ -27,7 +27,13 @@ def check_job_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first key of `cfg` that no stage could use."""
     for key in ("run.name", "method.name", "dataset.name"):
         path_name(select(cfg, key), key)
-    for key in ("generation.height", "generation.width"):
+    sides = {key: select(cfg, key) for key in ("generation.height", "generation.width")}
+    if (sides["generation.height"] is None) != (sides["generation.width"] is None):
+        raise ConfigError(
+            f"generation.height={sides['generation.height']} and generation.width={sides['generation.width']}: "
+            "set both (one common size for every method) or neither (each method's model at its native size)"
+        )
+    for key in (key for key, side in sides.items() if side is not None):  # null: the model's native size
         side = count(cfg, key, minimum=VAE_FACTOR)
         if side % VAE_FACTOR:
             raise ConfigError(
