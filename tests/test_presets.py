@@ -43,8 +43,8 @@ def test_the_registry_holds_the_methods():
 
 
 # Each method's native side under `fair` on the tiny run, read from the profile files themselves:
-# the methods with their own model keep it (FreeGraftor names FLUX.1-dev, 1024), the rest the run's.
-OWN_MODEL = {"masactrl": "tiny_sd14", "rectifid": "tiny_perflow", "tf_ti2i": "tiny_sd3", "freegraftor": "flux_dev"}
+# the methods with their own model keep it, the rest the run's; the real profiles are checked below.
+OWN_MODEL = {"masactrl": "tiny_sd14", "rectifid": "tiny_perflow", "tf_ti2i": "tiny_sd3", "freegraftor": "tiny_flux"}
 
 
 def test_fair_gives_every_method_the_same_prompt_and_seed_each_model_its_native_size(make_config):
@@ -60,12 +60,20 @@ def test_fair_gives_every_method_the_same_prompt_and_seed_each_model_its_native_
     assert expected[0] == "a backpack in the jungle"
     assert all(p == expected for p in prompts.values()), prompts
     native = {name: model_profile_config(OWN_MODEL.get(name, "tiny"))["native_size"] for name in METHODS}
-    assert native["freegraftor"] == 1024 and native["ip_adapter_1.0"] == 128
+    assert set(native.values()) == {128}  # every tiny twin is small, so tiny runs stay cheap
     assert settings == {name: ([item.seed for item in items], native[name], native[name]) for name in METHODS}
 
 
+def test_real_models_run_at_their_native_sizes_under_fair(make_config):
+    """SD3.5-large and FLUX at 1024, the SD1.x methods at 512, as their profiles say."""
+    expected = {"tf_ti2i": 1024, "freegraftor": 1024, "rectifid": 512, "masactrl": 512, "monkey": 512}
+    for name, side in expected.items():
+        spec = method_spec(make_config(f"method={name}", "model=lcm_dreamshaper"))
+        assert (spec.height, spec.width) == (side, side) == (spec.model["native_size"],) * 2, name
+
+
 def test_a_common_size_is_forced_on_every_method_and_half_a_size_is_refused(make_config):
-    for name in METHODS:
+    for name in ("ip_adapter_1.0", "monkey", *OWN_MODEL):
         spec = method_spec(make_config(f"method={name}", "generation.height=64", "generation.width=96"))
         assert (spec.height, spec.width) == (64, 96), name
     paper = method_spec(make_config("method=tf_ti2i", "preset=paper", "generation.height=64", "generation.width=96"))
