@@ -24,14 +24,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP_NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 REFERENCE_PREPROCESSING = ("processor", "crop")
-# facebook/dinov2-base's preprocessor_config.json (BitImageProcessor), for the tiny twin, which has none
-DINOV2_PROCESSOR = {
-    "size": {"shortest_edge": 256},
-    "resample": 3,  # PIL bicubic
-    "crop_size": {"height": 224, "width": 224},
-    "image_mean": list(IMAGENET_MEAN),
-    "image_std": list(IMAGENET_STD),
-}
 
 
 class CropEmbedder(ABC):
@@ -54,7 +46,7 @@ class Dinov2Embedder(CropEmbedder):
         reference_preprocessing: str = "processor",
         device: str | torch.device = "cpu",
     ):
-        from transformers import AutoImageProcessor, AutoModel, BitImageProcessor
+        from transformers import AutoImageProcessor, AutoModel
 
         if crop_normalization not in CROP_NORMALIZATIONS:
             raise ConfigError(
@@ -73,9 +65,7 @@ class Dinov2Embedder(CropEmbedder):
         self.reference_preprocessing = reference_preprocessing
         try:
             self.model = AutoModel.from_pretrained(pretrained).to(self.device).eval()
-            self.processor = (
-                BitImageProcessor(**DINOV2_PROCESSOR) if tiny else AutoImageProcessor.from_pretrained(pretrained)
-            )
+            self.processor = AutoImageProcessor.from_pretrained(pretrained)  # the tiny twin writes the hub's
         except (OSError, ValueError) as err:
             raise ModelLoadError(
                 f"cannot load method.embedder.pretrained={pretrained!r} (DINOv2) {offline_hint()}. Cause: {err}"
