@@ -12,6 +12,7 @@ heading marks are ignored, so turning `see "Presets"` into `see [Presets](...)` 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -62,6 +63,8 @@ EDITS = {
     '(the paper\'s "IP-Adapter (base)") |': '(the paper\'s "IP-Adapter (base)"; its page) |',
     # figures superseded by later measurements (the old ones stay in git history and in docs/gpu-speed.md's log)
     SUPERSEDED_CPU_FIGURE: UPDATED_CPU_FIGURE,
+    # facts corrected against the upstream code in issue 25 (long blocks, so kept as data)
+    **dict(json.loads((ROOT / "tools" / "readme_corrections_issue25.json").read_text())["edits"]),
 }
 
 
