@@ -1,5 +1,11 @@
-"""The method registry's presets: `fair` gives every method the same prompt, seed and size; `paper`
-gives each method the documented choices; the preset and the model actually used are in the hash."""
+"""The method registry's presets: `fair` gives every method the same prompt and seed, each model at its
+native size (or one common size when generation.height/width are set); `paper` gives each method the
+documented choices; the preset and the model actually used are in the hash.
+
+Planted bugs (issue 25, point 7), one at a time, each caught:
+- the native size read from the run's model instead of the method's own -> test_fair_gives_every_method_...
+- the common size returned as (width, height) -> test_a_common_size_is_forced_on_every_method_...
+"""
 
 from importlib import resources
 from pathlib import Path
