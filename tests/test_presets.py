@@ -3,7 +3,8 @@ native size (or one common size when generation.height/width are set); `paper` g
 documented choices; the preset and the model actually used are in the hash.
 
 Planted bugs (issue 25, point 7), one at a time, each caught:
-- the native size read from the run's model instead of the method's own -> test_fair_gives_every_method_...
+- the native size read from the run's model instead of the method's own -> test_real_models_run_at_their_...
+  (on tiny runs every twin is 128 px, so only the real profiles tell)
 - the common size returned as (width, height) -> test_a_common_size_is_forced_on_every_method_...
 """
 
