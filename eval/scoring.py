@@ -55,6 +55,8 @@ ROW_FIELDS = (
     "location",
     "seed_index",
     "seed",
+    "height",  # the size the image was generated at (each model's native one under `fair`)
+    "width",
     "prompt",
     "plan_prompt",
     "image",

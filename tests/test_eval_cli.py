@@ -38,6 +38,8 @@ def test_demo_like_multirun_ends_with_a_report(tmp_path):
     assert table["variant"].tolist() == ["ip_adapter_1.0", "oracle", "text_only"]
     scores = pd.read_csv(report / "scores.csv")
     assert len(scores) == 2 * 2 + 2  # two methods x 2 items, plus one oracle row per item
+    generated = scores[scores["method"] != "oracle"]
+    assert (generated["height"] == 64).all() and (generated["width"] == 64).all()  # the size each row was made at
     assert (
         scores.loc[scores["method"] != "oracle", "prompt"] == scores.loc[scores["method"] != "oracle", "plan_prompt"]
     ).all()

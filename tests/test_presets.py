@@ -1,5 +1,12 @@
-"""The method registry's presets: `fair` gives every method the same prompt, seed and size; `paper`
-gives each method the documented choices; the preset and the model actually used are in the hash."""
+"""The method registry's presets: `fair` gives every method the same prompt and seed, each model at its
+native size (or one common size when generation.height/width are set); `paper` gives each method the
+documented choices; the preset and the model actually used are in the hash.
+
+Planted bugs (issue 25, point 7), one at a time, each caught:
+- the native size read from the run's model instead of the method's own -> test_real_models_run_at_their_...
+  (on tiny runs every twin is 128 px, so only the real profiles tell)
+- the common size returned as (width, height) -> test_a_common_size_is_forced_on_every_method_...
+"""
 
 from importlib import resources
 from pathlib import Path
@@ -8,6 +15,7 @@ import pytest
 import torch
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from monkey.config_check import check_job_config
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
 from monkey.methods.base import build_method
@@ -41,7 +49,12 @@ def test_the_registry_holds_the_methods():
     assert {"ip_adapter_0.5", "ip_adapter_1.0", "text_only", "masactrl"} <= set(METHODS)
 
 
-def test_fair_gives_every_method_the_same_prompt_seed_and_size(make_config):
+# Each method's native side under `fair` on the tiny run, read from the profile files themselves:
+# the methods with their own model keep it, the rest the run's; the real profiles are checked below.
+OWN_MODEL = {"masactrl": "tiny_sd14", "rectifid": "tiny_perflow", "tf_ti2i": "tiny_sd3", "freegraftor": "tiny_flux"}
+
+
+def test_fair_gives_every_method_the_same_prompt_and_seed_each_model_its_native_size(make_config):
     prompts, settings = {}, {}
     items = None
     for name in METHODS:
@@ -53,7 +66,29 @@ def test_fair_gives_every_method_the_same_prompt_seed_and_size(make_config):
     expected = [item.prompt for item in items]
     assert expected[0] == "a backpack in the jungle"
     assert all(p == expected for p in prompts.values()), prompts
-    assert all(s == ([item.seed for item in items], 128, 128) for s in settings.values()), settings
+    native = {name: model_profile_config(OWN_MODEL.get(name, "tiny"))["native_size"] for name in METHODS}
+    assert set(native.values()) == {128}  # every tiny twin is small, so tiny runs stay cheap
+    assert settings == {name: ([item.seed for item in items], native[name], native[name]) for name in METHODS}
+
+
+def test_real_models_run_at_their_native_sizes_under_fair(make_config):
+    """SD3.5-large and FLUX at 1024, the SD1.x methods at 512, as their profiles say."""
+    expected = {"tf_ti2i": 1024, "freegraftor": 1024, "rectifid": 512, "masactrl": 512, "monkey": 512}
+    for name, side in expected.items():
+        spec = method_spec(make_config(f"method={name}", "model=lcm_dreamshaper"))
+        assert (spec.height, spec.width) == (side, side) == (spec.model["native_size"],) * 2, name
+
+
+def test_a_common_size_is_forced_on_every_method_and_half_a_size_is_refused(make_config):
+    for name in ("ip_adapter_1.0", "monkey", *OWN_MODEL):
+        spec = method_spec(make_config(f"method={name}", "generation.height=64", "generation.width=96"))
+        assert (spec.height, spec.width) == (64, 96), name
+    paper = method_spec(make_config("method=tf_ti2i", "preset=paper", "generation.height=64", "generation.width=96"))
+    assert (paper.height, paper.width) == (256, 256)  # the paper's own size wins under `paper`
+    with pytest.raises(ConfigError, match=r"generation.height=64 and generation.width=None: set both"):
+        check_job_config(make_config("generation.height=64"))
+    with pytest.raises(ConfigError, match=r"generation.height=64 and generation.width=None: set both"):
+        method_spec(make_config("generation.height=64"))
 
 
 def test_paper_gives_each_method_its_documented_prompt_and_size(make_config):
@@ -77,6 +112,7 @@ def test_fair_leaves_every_paper_flag_off(make_config):
     spec = method_spec(make_config("method=masactrl"))
     assert spec.method["paper_bug_save_source_branch"] is False
     assert spec.method["captioner"]["_target_"].endswith("TemplateCaptioner")
+    assert spec.method["captioner"]["template"] == ""  # upstream's real-image source prompt (docs/methods/masactrl.md)
     assert "paper" not in spec.method and "model" not in spec.method
 
 

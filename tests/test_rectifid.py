@@ -1,16 +1,28 @@
 """RectifID against independent references: the stock diffusers pipeline with the PeRFlow scheduler,
-dLoss/dx_i computed by plain autograd through an unguided trajectory, and a toy identity whose optimum
-is known."""
+dLoss/dx_i computed by plain autograd through an unguided trajectory, a toy identity whose optimum
+is known, transformers' own OWL-ViT post-processing and crops prepared by hand as upstream does.
+
+Planted bugs (issue 25, point 6), one at a time, each caught:
+- text-query threshold default 0.0 instead of upstream's 0.1 -> test_owlvit_boxes_are_the_ones_...[-2.3]
+- `score < threshold` instead of transformers' `score > threshold` -> test_owlvit_box_is_the_top_score_in_pixels
+- the text query reading the image threshold -> test_each_query_uses_its_own_threshold_and_the_images_...
+- image query's width and height swapped -> test_each_query_uses_its_own_threshold_and_the_images_...
+- generated crop normalised with ImageNet's statistics, not CLIP's -> test_crops_are_nearest_resized_...
+- generated crop, or the reference's L1 pixels, resized bilinear, not nearest -> test_crops_are_nearest_resized_...
+- reference embedded like a generated crop, not through DINOv2's processor -> test_crops_are_nearest_resized_...
+- the image query rounded to uint8 instead of truncated as `(image * 255).int()` -> test_crops_are_nearest_resized_...
+"""
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 from monkey.baselines.rectifid.detector import Box, SubjectDetector
 from monkey.baselines.rectifid.embedder import CropEmbedder
 from monkey.baselines.rectifid.guidance import AnchoredGuidance, GuidanceSettings, PeRFlowSampler
-from monkey.baselines.rectifid.loss import IdentityLoss
+from monkey.baselines.rectifid.loss import IdentityLoss, crop_resized
 from monkey.baselines.rectifid.method import RectifIDMethod
 from monkey.baselines.rectifid.scheduler import PeRFlowScheduler
 from PIL import Image
@@ -208,7 +220,7 @@ def test_nothing_detected_is_the_whole_image_and_flagged(method, request_):
     method.no_detection = "error"
     method.references.clear()
     try:
-        with pytest.raises(ConfigError, match="no 'a photo of a backpack' box in the subject image"):
+        with pytest.raises(ConfigError, match="no 'backpack' box in the subject image"):
             method.generate([request_])
     finally:
         method.no_detection = "whole_image"
@@ -249,6 +261,7 @@ def test_presets(make_config):
         "location",
     )
     assert paper.fixed_seed == 123 and "fixed_seed" not in paper.method
+    assert (fair.method["lr"], paper.method["lr"]) == (2.0, 1.0)  # upstream's --guidance; the fork's generate()
     real = method_spec(make_config("method=rectifid", "model=lcm_dreamshaper"))
     assert real.model["pretrained"] == "hansyan/perflow-sd15-dreamshaper" and real.method["iterations"] == 50
     assert real.method["detector"]["pretrained"] == "google/owlvit-base-patch32" and not real.method["detector"]["tiny"]
@@ -273,18 +286,113 @@ def test_identity_loss_is_the_written_out_formula():
 def test_owlvit_box_is_the_top_score_in_pixels():
     from monkey.baselines.rectifid.detector import OwlVitDetector
 
-    detector = OwlVitDetector.__new__(OwlVitDetector)  # only the box maths, no weights
-    detector.threshold = 0.4
+    best = OwlVitDetector.best  # only the box maths, no weights
     logits = torch.tensor([[[-2.0], [1.0], [0.0]]])  # [1, N=3, Q=1]; sigmoid(1.0) = 0.73 wins
     boxes = torch.tensor([[[0.1, 0.1, 0.1, 0.1], [0.5, 0.5, 0.5, 0.5], [0.9, 0.9, 0.1, 0.1]]])  # cx, cy, w, h
-    box = detector.best(logits, boxes, 100, 200)
+    box = best(logits, boxes, 100, 200, 0.4)
     assert (box.as_list(), box.score) == ([25, 50, 75, 150], pytest.approx(0.7310586))
-    detector.threshold = 0.8
-    assert detector.best(logits, boxes, 100, 200) is None  # below the threshold: nothing detected
-    detector.threshold = 0.0
-    assert (
-        detector.best(logits, torch.tensor([[[0, 0, 0.5, 0.5], [1.2, 0.5, 0.2, 0.2], [0, 0, 1, 1]]]), 100, 200) is None
+    assert best(logits, boxes, 100, 200, 0.8) is None  # below the threshold: nothing detected
+    assert best(logits, boxes, 100, 200, float(torch.sigmoid(torch.tensor(1.0)))) is None  # kept: score > threshold
+    assert best(logits, torch.tensor([[[0, 0, 0.5, 0.5], [1.2, 0.5, 0.2, 0.2], [0, 0, 1, 1]]]), 100, 200, 0.0) is None
+
+
+@pytest.mark.parametrize("top_logit", [-2.3, -2.1, 0.5])  # sigmoid: 0.091, 0.109, 0.62 around upstream's 0.1
+def test_owlvit_boxes_are_the_ones_transformers_post_processing_gives_upstream(top_logit):
+    """RectifID's code takes the arg-max of transformers' post-processed boxes (text query: default
+    threshold 0.1, nothing kept -> the whole photo; image query: threshold 0, NMS 0.3). Our box must be
+    that box, rounded, on a non-square image; the defaults must be upstream's."""
+    import inspect
+
+    from monkey.baselines.rectifid.detector import OwlVitDetector
+    from transformers import OwlViTImageProcessor
+    from transformers.models.owlvit.modeling_owlvit import (
+        OwlViTImageGuidedObjectDetectionOutput,
+        OwlViTObjectDetectionOutput,
     )
+
+    defaults = inspect.signature(OwlVitDetector).parameters
+    assert (defaults["text_threshold"].default, defaults["image_threshold"].default) == (0.1, 0.0)
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.full((1, 6, 1), -6.0) + torch.rand(1, 6, 1, generator=generator)
+    logits[0, 4, 0] = top_logit
+    boxes = torch.rand(1, 6, 4, generator=generator) * 0.5 + 0.2  # cx, cy, w, h inside the image
+    width, height = 96, 64
+    post = OwlViTImageProcessor()
+    text = post.post_process_object_detection(
+        OwlViTObjectDetectionOutput(logits=logits, pred_boxes=boxes), target_sizes=torch.tensor([[height, width]])
+    )[0]
+    image = post.post_process_image_guided_detection(
+        OwlViTImageGuidedObjectDetectionOutput(logits=logits.clone(), target_pred_boxes=boxes),
+        target_sizes=torch.tensor([[height, width]]),
+    )[0]
+
+    def upstream(result):
+        if len(result["scores"]) == 0:
+            return None
+        return [round(v) for v in result["boxes"][result["scores"].argmax()].tolist()]
+
+    ours_text = OwlVitDetector.best(logits, boxes, width, height, defaults["text_threshold"].default)
+    ours_image = OwlVitDetector.best(logits, boxes, width, height, defaults["image_threshold"].default)
+    assert (ours_text and ours_text.as_list()) == upstream(text)
+    assert ours_image.as_list() == upstream(image)
+    assert (upstream(text) is None) == (top_logit < -2.2)
+
+
+def test_each_query_uses_its_own_threshold_and_the_images_width_and_height():
+    """Text query (reference photo) and image query (generated image) read their own thresholds, and
+    boxes are scaled by each image's (width, height), on non-square images."""
+    from monkey.baselines.rectifid.detector import OwlVitDetector
+
+    detector = OwlVitDetector(tiny=True, text_threshold=0.25, image_threshold=0.75)
+    calls = []
+    detector.best = lambda logits, boxes, width, height, threshold: calls.append((width, height, threshold))
+    detector.find_by_text(Image.new("RGB", (48, 32), (200, 40, 40)), "dog")
+    detector.find_like(torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(1)), Image.new("RGB", (8, 8)))
+    assert calls == [(48, 32, 0.25), (56, 40, 0.75)]
+
+
+def test_crops_are_nearest_resized_and_embedded_as_upstream_prepares_them():
+    """The generated crop: nearest-resized to 224 (F.interpolate's default) and normalised with CLIP's
+    mean and std; the reference: DINOv2's image processor (shortest side 256 bicubic, centre crop 224,
+    ImageNet statistics), each recomputed here by hand with PIL and transformers' constants."""
+    from monkey.baselines.rectifid.detector import to_uint8
+    from monkey.baselines.rectifid.embedder import Dinov2Embedder
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    embedder = Dinov2Embedder(tiny=True)
+    loss = IdentityLoss(FixedBoxDetector(Box(3, 5, 33, 25)), embedder, size=224)  # a 30 x 20 box
+    generator = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, 40, 48, generator=generator)
+    crop = image[:, :, 5:25, 3:33]  # [1, 3, 20, 30]
+    rows, cols = (torch.arange(224) * 20 // 224), (torch.arange(224) * 30 // 224)  # nearest: floor(i * in / out)
+    nearest = crop[:, :, rows][:, :, :, cols]  # [1, 3, 224, 224]
+    assert torch.equal(crop_resized(image, Box(3, 5, 33, 25), 224, loss.resize), nearest)
+    clip = (nearest - torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = embedder.model(pixel_values=clip).last_hidden_state[:, 0]
+        assert torch.allclose(embedder.embed(nearest), expected, atol=1e-5)
+
+    photo = Image.fromarray(to_uint8(torch.rand(3, 50, 70, generator=generator)))  # 70 x 50 px, no box: whole photo
+    reference = IdentityLoss(FixedBoxDetector(None), embedder, size=224).reference(photo, "dog", torch.device("cpu"))
+    resized = photo.resize((round(256 * 70 / 50), 256), Image.BICUBIC)  # shortest side 256
+    left, top = (resized.width - 224) // 2, (resized.height - 224) // 2
+    pixels = torch.from_numpy(np.array(resized.crop((left, top, left + 224, top + 224)))).permute(2, 0, 1)[None] / 255
+    imagenet = (pixels - torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_DEFAULT_STD
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = embedder.model(pixel_values=imagenet.float()).last_hidden_state[:, 0]
+    assert torch.allclose(reference.embedding, expected, atol=1e-4)
+    photo_pixels = torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None] / 255  # [1, 3, 50, 70]
+    rows, cols = (torch.arange(224) * 50 // 224), (torch.arange(224) * 70 // 224)
+    assert torch.equal(reference.pixels, photo_pixels[:, :, rows][:, :, :, cols].float())  # the L1 term's reference
+    with torch.no_grad():  # the loss itself, on the generated crop: both terms from the hand-made pieces
+        result = loss(image, reference)
+        generated = embedder.model(pixel_values=clip).last_hidden_state[:, 0]
+    cosine = float(torch.nn.functional.cosine_similarity(generated, expected))
+    l1 = float((nearest - reference.pixels).abs().mean())
+    assert (result.identity, result.pixel) == pytest.approx((100 * (1 - cosine), 1000 * l1), rel=1e-4, abs=1e-3)
+    assert to_uint8(torch.full((3, 1, 1), 0.999))[0, 0, 0] == 254  # `(image * 255).int()` truncates
 
 
 class LinearSampler:

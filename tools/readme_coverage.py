@@ -12,6 +12,7 @@ heading marks are ignored, so turning `see "Presets"` into `see [Presets](...)` 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -167,6 +168,8 @@ EDITS = {
     "monkey-attention 'layers=[up_blocks.1.attentions.1]'": "monkey-attention prompt_index=1 'layers=[up_blocks.1.attentions.1]'",  # noqa: E501
     'monkey-bench dataset.root=~/data/dreambooth dataset.images=all': 'monkey-bench dataset.root=$HOME/data/dreambooth dataset.images=all',  # noqa: E501
     'monkey-bench dataset=magic dataset.path=~/data/mtg            # then offline': 'monkey-bench dataset=magic dataset.path=$HOME/data/mtg        # then offline',  # noqa: E501
+    # facts corrected against the upstream code in issue 25 (long blocks, so kept as data)
+    **dict(json.loads((ROOT / "tools" / "readme_corrections_issue25.json").read_text())["edits"]),
 }
 
 

@@ -128,5 +128,11 @@ def read_result(out_dir: Path, job: Job) -> GenerationResult | None:
         return GenerationResult(image=None, info=info, error=error, timings=timings)
     if not image_path.is_file():
         return GenerationResult(image=None, info=info, error=f"missing image: {image_path.name}", timings=timings)
+    image = load_png(image_path)
+    asked = (job.record["width"], job.record["height"])
+    if image.size != asked:  # e.g. a driver that swaps width and height: never stored as if it were right
+        made = f"{image.size[0]}x{image.size[1]}"
+        error = f"the driver's image is {made} px (width x height); the job asked {asked[0]}x{asked[1]}"
+        return GenerationResult(image=None, info=info, error=error, timings=timings)
     artifacts = {name: load_png(inside(out_dir, file)) for name, file in (data.get("artifacts") or {}).items()}
-    return GenerationResult(image=load_png(image_path), artifacts=artifacts, info=info, timings=timings)
+    return GenerationResult(image=image, artifacts=artifacts, info=info, timings=timings)

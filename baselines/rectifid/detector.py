@@ -47,8 +47,8 @@ def pixel_box(corners: list[float], width: int, height: int, score: float) -> Bo
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[3, H, W] in [0, 1] -> [H, W, 3] uint8 (what a saved image would hold)."""
-    return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    """[3, H, W] in [0, 1] -> [H, W, 3] uint8, truncated as RectifID's `(image * 255).int()` query."""
+    return (image.detach().float().clamp(0, 1) * 255).floor().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class SubjectDetector(ABC):
@@ -62,9 +62,11 @@ class SubjectDetector(ABC):
 
 
 class OwlVitDetector(SubjectDetector):
-    """OWL-ViT: the top-scoring box (scores are sigmoids of the class logits), kept when its score is
-    at least `threshold`. RectifID's code keeps the arg-max at threshold 0 (any box); NMS never removes
-    the top box, so it is skipped."""
+    """OWL-ViT: the top-scoring box (scores are sigmoids of the class logits), kept when its score
+    exceeds the threshold, as RectifID's code keeps it through transformers' post-processing
+    (`post_process_object_detection`: `scores > threshold`, default 0.1, for the text query on the
+    reference photo; `post_process_image_guided_detection`, default 0.0, for the image query on the
+    generated image, where the top box always survives). NMS never removes the top box, so it is skipped."""
 
     @staticmethod
     def hub_needs(pretrained: str = "google/owlvit-base-patch32", tiny: bool = False, **_: Any) -> list[HubNeed]:
@@ -76,7 +78,8 @@ class OwlVitDetector(SubjectDetector):
     def __init__(
         self,
         pretrained: str = "google/owlvit-base-patch32",
-        threshold: float = 0.0,
+        text_threshold: float = 0.1,
+        image_threshold: float = 0.0,
         tiny: bool = False,
         device: str | torch.device = "cpu",
     ):
@@ -86,9 +89,11 @@ class OwlVitDetector(SubjectDetector):
             from monkey.models.tiny_rectifid import materialize_owlvit
 
             pretrained = str(materialize_owlvit())
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"method.detector.threshold={threshold} must lie in [0, 1]")
-        self.threshold = threshold
+        for key, value in (("text_threshold", text_threshold), ("image_threshold", image_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"method.detector.{key}={value} must lie in [0, 1]")
+        self.text_threshold = text_threshold
+        self.image_threshold = image_threshold
         self.device = torch.device(device)
         try:
             self.processor = OwlViTProcessor.from_pretrained(pretrained)
@@ -105,12 +110,13 @@ class OwlVitDetector(SubjectDetector):
         batch = self.processor(return_tensors="pt", **kwargs)
         return {k: v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device) for k, v in batch.items()}
 
-    def best(self, logits: torch.Tensor, boxes: torch.Tensor, width: int, height: int) -> Box | None:
+    @staticmethod
+    def best(logits: torch.Tensor, boxes: torch.Tensor, width: int, height: int, threshold: float) -> Box | None:
         """logits [1, N, Q], boxes [1, N, 4] (cx, cy, w, h relative to the resized image)."""
         scores = logits[0].max(dim=-1).values.sigmoid()  # [N]
         index = int(scores.argmax())
         score = float(scores[index])
-        if score < self.threshold:
+        if not score > threshold:  # transformers keeps `scores > threshold`
             return None
         cx, cy, w, h = boxes[0, index].tolist()
         corners = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
@@ -120,11 +126,12 @@ class OwlVitDetector(SubjectDetector):
     def find_by_text(self, image: Image.Image, text: str) -> Box | None:
         inputs = self.inputs(text=[[text]], images=image)
         outputs = self.model(**inputs)
-        return self.best(outputs.logits.float(), outputs.pred_boxes.float(), *image.size)
+        return self.best(outputs.logits.float(), outputs.pred_boxes.float(), *image.size, self.text_threshold)
 
     @torch.no_grad()
     def find_like(self, image: torch.Tensor, query: Image.Image) -> Box | None:
         pixels = to_uint8(image)
         inputs = self.inputs(images=pixels, query_images=query)
         outputs = self.model.image_guided_detection(**inputs)
-        return self.best(outputs.logits.float(), outputs.target_pred_boxes.float(), pixels.shape[1], pixels.shape[0])
+        boxes = outputs.target_pred_boxes.float()
+        return self.best(outputs.logits.float(), boxes, pixels.shape[1], pixels.shape[0], self.image_threshold)

@@ -60,7 +60,8 @@ class RectifIDMethod(Method):
         cos_weight: float = 100.0,
         pixel_l1_weight: float = 1000.0,
         crop_size: int = 224,
-        reference_query: str = "a photo of a {class_name}",
+        crop_resize: str = "nearest",
+        reference_query: str = "{class_name}",
         no_detection: str = "whole_image",
         gradient_checkpointing: bool = False,
         autocast: bool = True,
@@ -115,6 +116,7 @@ class RectifIDMethod(Method):
             cos_weight=cos_weight,
             pixel_l1_weight=pixel_l1_weight,
             size=crop_size,
+            resize=crop_resize,
         )
         self.references: dict[str, Reference] = {}
 

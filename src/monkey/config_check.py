@@ -33,7 +33,13 @@ def check_job_config(cfg: DictConfig) -> None:
     folder_name(select(cfg, "run.name"), "run.name")  # a folder only: a long one is shortened, not refused
     for key in ("method.name", "dataset.name"):  # these also name files (manifests, configs)
         path_name(select(cfg, key), key)
-    for key in ("generation.height", "generation.width"):
+    sides = {key: select(cfg, key) for key in ("generation.height", "generation.width")}
+    if (sides["generation.height"] is None) != (sides["generation.width"] is None):
+        raise ConfigError(
+            f"generation.height={sides['generation.height']} and generation.width={sides['generation.width']}: "
+            "set both (one common size for every method) or neither (each method's model at its native size)"
+        )
+    for key in (key for key, side in sides.items() if side is not None):  # null: the model's native size
         side = count(cfg, key, minimum=VAE_FACTOR)
         if side % VAE_FACTOR:
             raise ConfigError(

@@ -1,7 +1,9 @@
 """Presets: which prompt, size, seed and base model every method gets, decided in one place.
 
-`preset=fair` (the default) gives every method the plan's prompt string, the item's seed and the
-run's output size, so a table compares methods and nothing else. `preset=paper` applies each
+`preset=fair` (the default) gives every method the plan's prompt string and the item's seed, and
+runs each base model at its native size (its profile's `native_size`: SD1.5 at 512, SD3.5-large and
+FLUX at 1024), so no model is judged below the resolution it was trained for; `generation.height`
+and `generation.width` set to numbers force one common size on every method instead. `preset=paper` applies each
 method's `paper:` block, the choices the paper's own runs made (prompt form, resolution, seeding
 and known bugs, each behind a named flag), so the paper's table can be regenerated and the
 difference to `fair` shown.
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
+from monkey.models.profiles import ModelProfile
 from monkey.plan import WorkItem
 from monkey.prompts import PromptSet
 
@@ -148,7 +151,7 @@ def method_spec(cfg: DictConfig) -> MethodSpec:
     if vae_dtype not in METHOD_VAE_DTYPES:
         raise ConfigError(f"method.vae_dtype={vae_dtype!r} is not allowed; choose one of {list(METHOD_VAE_DTYPES)}")
     size = settings["size"]
-    height, width = (size, size) if size else (cfg.generation.height, cfg.generation.width)
+    height, width = (size, size) if size else generation_size(cfg.generation, model)
     return MethodSpec(
         name=name,
         preset=preset,
@@ -182,6 +185,20 @@ def resolve_model_dtypes(method: dict[str, Any], model_dtype: str) -> dict[str, 
     """A method's knobs with every `*_dtype: model` replaced by the model's dtype name (e.g. MONKEY's
     `record_dtype`), so the config hash names the precision that ran, not the word `model`."""
     return {key: model_dtype if key.endswith("_dtype") and value == "model" else value for key, value in method.items()}
+
+
+def generation_size(generation: Any, model: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) under `fair`: both null, the model's native size; both numbers, that common size."""
+    height, width = generation.get("height"), generation.get("width")
+    if height is None and width is None:
+        side = model.get("native_size", ModelProfile.native_size)  # a profile without the key loads as 512
+        return int(side), int(side)
+    if height is None or width is None:
+        raise ConfigError(
+            f"generation.height={height} and generation.width={width}: set both (one common size for every "
+            "method) or neither (each method's model at its native size)"
+        )
+    return int(height), int(width)
 
 
 def paper_settings(name: str, paper: dict[str, Any], method: dict[str, Any]) -> dict[str, Any]:

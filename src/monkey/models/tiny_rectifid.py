@@ -1,6 +1,7 @@
 """Tiny random twins of RectifID's two helper models, in their hub layouts: OWL-ViT
 (`google/owlvit-base-patch32`: config.json, model.safetensors, preprocessor and CLIP tokenizer files)
-and DINOv2 (`facebook/dinov2-base`: config.json, model.safetensors). The detector and embedder load
+and DINOv2 (`facebook/dinov2-base`: config.json, model.safetensors, preprocessor_config.json with
+the hub's image-processor settings, which RectifID's reference crop goes through). The detector and embedder load
 them through the same `from_pretrained` calls as the real ones, offline. Their outputs mean nothing.
 
 `full_size=True` writes the real architectures' shapes instead (random weights), for the GPU
@@ -74,11 +75,23 @@ def write_owlvit(folder: Path, spec: dict[str, Any]) -> None:
     processor.save_pretrained(folder)
 
 
+# facebook/dinov2-base's preprocessor_config.json (BitImageProcessor): shortest side 256 bicubic,
+# centre crop 224, ImageNet mean and std
+DINOV2_PROCESSOR: dict[str, Any] = {
+    "size": {"shortest_edge": 256},
+    "resample": 3,
+    "crop_size": {"height": 224, "width": 224},
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+}
+
+
 def write_dinov2(folder: Path, spec: dict[str, Any]) -> None:
-    from transformers import Dinov2Config, Dinov2Model
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     torch.manual_seed(spec["seed"])
     Dinov2Model(Dinov2Config(**spec["config"])).save_pretrained(folder, safe_serialization=True)
+    BitImageProcessor(**spec["processor"]).save_pretrained(folder)
 
 
 def materialize_owlvit(seed: int = 0, full_size: bool = False) -> Path:
@@ -96,7 +109,12 @@ def materialize_owlvit(seed: int = 0, full_size: bool = False) -> Path:
 
 def materialize_dinov2(seed: int = 0, full_size: bool = False) -> Path:
     """Write the tiny (or full-size ViT-B/14 random) DINOv2 once; return its folder."""
-    spec = {"seed": seed, "config": {} if full_size else TINY_DINOV2, "lib": transformers.__version__.split(".")[0]}
+    spec = {
+        "seed": seed,
+        "config": {} if full_size else TINY_DINOV2,
+        "processor": DINOV2_PROCESSOR,
+        "lib": transformers.__version__.split(".")[0],
+    }
     root = cache_dir() / "tiny" / f"dinov2-{stable_hash(spec)}"
     write_once(root, lambda folder: write_dinov2(folder / "model", spec))
     return root / "model"
