@@ -148,7 +148,7 @@ def changed_files(old_digest: str, new_digest: str, store_root: Path) -> str:
     return f"{shown} changed"
 
 
-def check_inputs(store_root: Path, label: str, rows: list[dict[str, Any]], sources: SourceHashes) -> None:
+def check_inputs(store_root: Path, rows: list[dict[str, Any]], sources: SourceHashes) -> None:
     """Refuse when a finished row's recorded source image now has other bytes (or is gone)."""
     for row in rows:
         recorded = row.get("source_sha256")
@@ -159,8 +159,8 @@ def check_inputs(store_root: Path, label: str, rows: list[dict[str, Any]], sourc
         if now != recorded:
             state = "is gone" if now is None else f"changed (sha256 {recorded[:12]}... -> {now[:12]}...)"
             raise RunFolderError(
-                f"source image {path} {state} since item {row['item_id']} of method '{label}' was made from it in "
-                f"{store_root}: restore the file, or use another run.name for the new input"
+                f"source image {path} {state} since item {row['item_id']} of method '{row['method']}' was made from "
+                f"it in {store_root}: restore the file, or use another run.name for the new input"
             )
 
 

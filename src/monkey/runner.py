@@ -168,7 +168,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     check_conflicts(store, label, config_hash, config, done, mine, batch)
     # the exact inputs and weights: a replaced photo or checkpoint is refused, not mixed in (monkey.provenance)
     source_hashes = SourceHashes()
-    check_inputs(run_dir, label, [done[item.item_id] for item in mine if item.item_id in done], source_hashes)
+    check_inputs(run_dir, [done[item.item_id] for item in mine if item.item_id in done], source_hashes)
     weights = method_weights(spec, runtime, run_dir)
     if weights is not None:
         check_weights(run_dir, label, list(done.values()), weights)
