@@ -193,6 +193,8 @@ def test_malformed_rows_are_skipped_with_file_line_and_field_in_every_stage(made
     score_file = run_dir / "scores" / "tiny" / "items" / "ip_adapter_1.0" / f"{good['item_id']}.json"
     score_file.parent.mkdir(parents=True)
     score_file.write_text("{")  # a truncated score record
+    ghost = score_file.parent / "ghost.json"  # valid JSON, not a record, no manifest row rescores it
+    ghost.write_text(json.dumps({"method": "ip_adapter_1.0", "item_id": "ghost", "scores": {"dino": "high"}}))
     stages = "run.stages=[generate,evaluate,report]"
     cfg = make_config(*overrides, stages, f"run.root={tmp_path / 'runs'}", "run.name=default", "eval=tiny")
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
@@ -203,9 +205,67 @@ def test_malformed_rows_are_skipped_with_file_line_and_field_in_every_stage(made
         named = [m for m in messages if m.startswith(f"{manifest}:{number}: not a manifest row")]
         assert named and all(field in m for m in named), (number, field, named)
     assert any(m.startswith(f"{score_file}:1: unreadable score file") for m in messages)
+    assert any(m.startswith(f"{ghost}:1: not a score record (field scores.dino='high'") for m in messages)
     scored = json.loads(score_file.read_text())  # rescored: a record again
     assert scored["item_id"] == good["item_id"] and scored["source_sha256"] == good["source_sha256"]
     assert set(scored["reference_sha256"].values()) == {good["source_sha256"]}
     assert set(scored["backbone_weights"]) == set(scored["backbones"])
     report = (tmp_path / "runs" / "default" / "report" / "scores.csv").read_text().splitlines()
     assert len(report) == 1 + 2  # the one image and its oracle row: nothing followed out of the folder
+
+
+def test_a_subject_folder_linked_out_of_the_root_is_warned_about_and_recorded(made, tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from monkey.datasets.base import load_sources
+
+    root, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    shutil.copytree(made[0] / "dog", elsewhere / "dog")
+    (root / "cat").mkdir(parents=True)
+    shutil.copy(made[0] / "dog" / "00.jpg", root / "cat" / "00.jpg")
+    (root / "cat" / "01.jpg").symlink_to(elsewhere / "dog" / "00.jpg")  # an image linked out
+    (root / "dog").symlink_to(elsewhere / "dog", target_is_directory=True)  # a subject folder linked out
+    (root / "inside").symlink_to(root / "cat", target_is_directory=True)  # a link within the root: fine
+    cfg = OmegaConf.create({"_target_": "monkey.datasets.folder.load_folder", "name": "folder", "root": str(root)})
+    with caplog.at_level(logging.WARNING, logger="monkey.datasets.base"):
+        sources = {s.source_id: s.describe().get("source_link_outside_root") for s in load_sources(cfg)}
+    assert sources == {
+        "folder/cat/00": None,
+        "folder/cat/01": f"{root / 'cat' / '01.jpg'} -> {elsewhere / 'dog' / '00.jpg'}",
+        "folder/dog/00": f"{root / 'dog'} -> {elsewhere / 'dog'}",
+        "folder/inside/00": None,
+        "folder/inside/01": f"{root / 'inside' / '01.jpg'} -> {elsewhere / 'dog' / '00.jpg'}",
+    }
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 3 and all("is a symlink out of the root" in m for m in warned)
+
+
+def test_evaluate_refuses_a_source_photo_changed_since_its_image_was_made(made, make_config, tmp_path):
+    from monkey.eval.scoring import evaluate_run
+
+    root, run_dir, overrides = made
+    photo = root / "dog" / "00.jpg"
+    original = photo.read_bytes()
+    photo.write_bytes(original + b"\0")
+    try:
+        with pytest.raises(RunFolderError, match=f"source image {photo} changed"):
+            evaluate_run(run_dir, make_config(*overrides, "eval=tiny").eval)
+    finally:
+        photo.write_bytes(original)
+    assert not (run_dir / "scores").exists()  # refused before anything was written
+
+
+def test_the_report_names_folders_that_mix_devices():
+    import pandas as pd
+
+    from monkey.eval.report import mixed_devices
+
+    scores = pd.DataFrame(
+        {
+            "run": ["a", "a", "a", "b", "b", "a"],
+            "method": ["m", "m", "m", "m", "m", "oracle"],
+            "device": ["cpu", "cuda:0", "cuda:0", "cpu", None, None],
+        }
+    )
+    assert mixed_devices(scores) == ["- `a` / `m`: 1 images on cpu, 2 images on cuda:0"]
+    assert mixed_devices(scores.drop(columns="device")) == []
