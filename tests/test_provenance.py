@@ -257,7 +257,6 @@ def test_evaluate_refuses_a_source_photo_changed_since_its_image_was_made(made, 
 
 def test_the_report_names_folders_that_mix_devices():
     import pandas as pd
-
     from monkey.eval.report import mixed_devices
 
     scores = pd.DataFrame(
