@@ -94,14 +94,18 @@ def test_a_replaced_source_photo_is_refused(made, make_config, caplog):
 def test_a_changed_tiny_weight_file_is_refused(made, make_config):
     _, run_dir, overrides = made
     (row,) = RunStore(run_dir).rows()
-    weight = Path(row["weights"]["adapter"]["source"])
+    weight = Path(row["weights"]["base"]["source"]) / "unet" / "diffusion_pytorch_model.safetensors"
     original = weight.read_bytes()
-    weight.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the adapter's weights
+    weight.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # one bit of the UNet's weights
+    configs = sorted(p.name for p in (run_dir / "configs").iterdir())
     try:
-        with pytest.raises(RunFolderError, match=r"adapter weights in .*ip-adapter_sd15\.safetensors changed"):
+        with pytest.raises(RunFolderError) as refused:
             generate_stage(make_config(*overrides, "plan.limit.prompts=2"), run_dir)
     finally:
         weight.write_bytes(original)
+    changed = f"base weights in {weight.parents[1]}: unet/diffusion_pytorch_model.safetensors changed"
+    assert changed in str(refused.value)
+    assert sorted(p.name for p in (run_dir / "configs").iterdir()) == configs  # a refused run keeps no file list
 
 
 def test_a_pinned_revision_reaches_from_pretrained_and_load_ip_adapter(monkeypatch):

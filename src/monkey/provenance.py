@@ -96,33 +96,52 @@ class Checkpoint:
         return {"source": self.source, "revision": self.revision, "snapshot": snapshot}, None
 
 
-def weights_record(checkpoints: list[Checkpoint], store_root: Path | None = None) -> dict[str, dict[str, Any]]:
-    """role -> identity of every checkpoint; local file lists are kept in `store_root`/configs."""
-    record = {}
+@dataclass(frozen=True)
+class Weights:
+    """What rows record about their checkpoints, and the file lists behind local ones' digests."""
+
+    record: dict[str, dict[str, Any]]  # role -> identity: what each row carries as `weights`
+    file_lists: dict[str, dict[str, str]]  # digest -> {relative path: sha256}
+
+    def resolved(self) -> bool:
+        return all(resolved(identity) for identity in self.record.values())
+
+
+def weights_record(checkpoints: list[Checkpoint]) -> Weights:
+    """The identity of every checkpoint (role -> record), with the file lists of local ones."""
+    record, file_lists = {}, {}
     for checkpoint in checkpoints:
         identity, files = checkpoint.identity()
         record[checkpoint.role] = identity
-        if files is not None and store_root is not None:
-            path = store_root / "configs" / f"{WEIGHTS_PREFIX}{identity['files']}.json"
-            if not path.exists():
-                atomic_write_json(path, files)
-    return record
+        if files is not None:
+            file_lists[identity["files"]] = files
+    return Weights(record, file_lists)
+
+
+def keep_file_lists(store_root: Path, weights: Weights) -> None:
+    """Keep each local checkpoint's file list in the run folder (once the run is accepted), so a later
+    refusal can name the file that changed."""
+    for digest, files in weights.file_lists.items():
+        path = store_root / "configs" / f"{WEIGHTS_PREFIX}{digest}.json"
+        if not path.exists():
+            atomic_write_json(path, files)
 
 
 def resolved(identity: dict[str, Any]) -> bool:
     return identity.get("files") is not None or identity.get("snapshot") is not None
 
 
-def weights_change(old: dict[str, Any], new: dict[str, Any], store_root: Path) -> str | None:
+def weights_change(old: dict[str, Any], new: Weights, store_root: Path) -> str | None:
     """What differs between two weights records (one phrase naming the checkpoint and file), or None.
     A checkpoint absent from either side, or a hub snapshot not yet in the cache, is not compared."""
-    for role in sorted(set(old) & set(new)):
-        before, now = old[role], new[role]
+    for role in sorted(set(old) & set(new.record)):
+        before, now = old[role], new.record[role]
         if not (isinstance(before, dict) and resolved(before) and resolved(now)):
             continue
         if before.get("files") is not None and now.get("files") is not None:  # local: the bytes, wherever they lie
             if before["files"] != now["files"]:
-                return f"{role} weights in {now['source']}: {changed_files(before['files'], now['files'], store_root)}"
+                changed = changed_files(before["files"], now["files"], store_root, new)
+                return f"{role} weights in {now['source']}: {changed}"
         elif (before.get("source"), before.get("snapshot")) != (now.get("source"), now.get("snapshot")):
             return (
                 f"{role} weights {before.get('source')}@{before.get('snapshot') or 'local files'} -> "
@@ -131,9 +150,12 @@ def weights_change(old: dict[str, Any], new: dict[str, Any], store_root: Path) -
     return None
 
 
-def changed_files(old_digest: str, new_digest: str, store_root: Path) -> str:
-    """The files of a local checkpoint whose hashes differ, from the lists kept in the run folder."""
+def changed_files(old_digest: str, new_digest: str, store_root: Path, new: Weights) -> str:
+    """The files of a local checkpoint whose hashes differ: the old list is the one kept in the run folder."""
+
     def load(digest: str) -> dict[str, str] | None:
+        if digest in new.file_lists:
+            return new.file_lists[digest]
         path = store_root / "configs" / f"{WEIGHTS_PREFIX}{digest}.json"
         try:
             return json.loads(path.read_text()) if path.is_file() else None
@@ -164,7 +186,7 @@ def check_inputs(store_root: Path, rows: list[dict[str, Any]], sources: SourceHa
             )
 
 
-def check_weights(store_root: Path, label: str, rows: list[dict[str, Any]], weights: dict[str, Any]) -> None:
+def check_weights(store_root: Path, label: str, rows: list[dict[str, Any]], weights: Weights) -> None:
     """Refuse to add rows made with other weights to a folder whose finished rows record theirs."""
     for row in rows:
         old = row.get("weights")

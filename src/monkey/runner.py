@@ -35,7 +35,7 @@ from monkey.models.profiles import Runtime, profile_checkpoints, profile_from_co
 from monkey.models.speedups import sampling, speedups_from_config
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
-from monkey.provenance import SourceHashes, check_inputs, check_weights, resolved, weights_record
+from monkey.provenance import SourceHashes, Weights, check_inputs, check_weights, keep_file_lists, weights_record
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_FAILED, STATUS_OK, RunStore
 
@@ -169,7 +169,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     # the exact inputs and weights: a replaced photo or checkpoint is refused, not mixed in (monkey.provenance)
     source_hashes = SourceHashes()
     check_inputs(run_dir, [done[item.item_id] for item in mine if item.item_id in done], source_hashes)
-    weights = method_weights(spec, runtime, run_dir)
+    weights = method_weights(spec, runtime)
     if weights is not None:
         check_weights(run_dir, label, list(done.values()), weights)
     # A batch cut short (killed between its rows) is generated whole again, since its neighbours
@@ -189,8 +189,10 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     if not todo:
         return GenerateSummary(len(mine), len(mine), 0)
     method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
-    if weights is not None and not all(resolved(identity) for identity in weights.values()):
-        weights = method_weights(spec, runtime, run_dir)  # loading may have just put a hub snapshot in the cache
+    if weights is not None and not weights.resolved():
+        weights = method_weights(spec, runtime)  # loading may have just put a hub snapshot in the cache
+    if weights is not None:
+        keep_file_lists(run_dir, weights)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
     gate, skips, unusable = ImageGate(bad_image_policy(cfg.dataset)), recorded_skips(store, label), 0
     context = {
@@ -201,7 +203,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         "origin": "generated",
         "preset": spec.preset,
         "batch": batch,
-        "weights": weights,
+        "weights": weights.record if weights is not None else None,
     }
     # A streaming method (an external process) gets every unfinished item of the shard in one call.
     streaming = isinstance(method, StreamingMethod)
@@ -271,7 +273,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable - failed, unusable, failed)
 
 
-def method_weights(spec: MethodSpec, runtime: Runtime, run_dir: Path) -> dict[str, Any] | None:
+def method_weights(spec: MethodSpec, runtime: Runtime) -> Weights | None:
     """The identity of every checkpoint the method loads from its model profile (monkey.provenance);
     None for a method that runs in its own process (`external`): its weights are not the profile's."""
     try:
@@ -280,7 +282,7 @@ def method_weights(spec: MethodSpec, runtime: Runtime, run_dir: Path) -> dict[st
         method_class = None  # build_method names the bad target
     if isinstance(method_class, type) and issubclass(method_class, StreamingMethod):
         return None
-    return weights_record(profile_checkpoints(runtime.model), run_dir)
+    return weights_record(profile_checkpoints(runtime.model))
 
 
 def generate_batch(
