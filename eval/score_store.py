@@ -58,7 +58,7 @@ def record_problem(record: Any) -> str | None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and math.isfinite(value)):
             return f"field scores.{metric}={value!r}, allowed: a number or null"
-    created = record.get("created")
+    created = record.get("created", 0.0)  # written by every evaluator; read by none, so it may be absent
     if not isinstance(created, int | float) or isinstance(created, bool):
         return f"field created={created!r}, allowed: a number (seconds since the epoch)"
     return None
