@@ -59,7 +59,11 @@ def folder_files(root: Path) -> dict[str, str]:
     """relative path -> SHA-256 of every file under `root` (or of `root` itself when it is a file)."""
     if root.is_file():
         return {root.name: cached_file_sha256(root)}
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:]))
+
+    def hidden(path: Path) -> bool:  # e.g. `hf download --local-dir`'s .cache/ metadata, rewritten at will
+        return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not hidden(p))
     return {p.relative_to(root).as_posix(): cached_file_sha256(p) for p in files}
 
 
