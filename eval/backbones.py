@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,10 +129,25 @@ class Backbone(ABC):
         self.device = device
         self.batch_size = batch_size
         self.counters = Counters()
+        self.weights_file: str | None = None  # the local checkpoint file the loader read, if any
 
     @property
     def identity(self) -> str:
         return self.spec.identity
+
+    def weights_identity(self) -> dict[str, Any]:
+        """Which weights these embeddings came from (a score record's `backbone_weights`): the file's
+        SHA-256 for a local checkpoint, else the hub snapshot timm resolves to (None when not cached)."""
+        from monkey.provenance import Checkpoint
+
+        if self.weights_file and Path(self.weights_file).is_file():
+            return Checkpoint(self.spec.key, self.weights_file).identity()[0]
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        hub_id = cfg.get("hf_hub_id") if isinstance(cfg, dict) else None
+        if hub_id:
+            return Checkpoint(self.spec.key, hub_id, cfg.get("hf_hub_filename") or "model.safetensors").identity()[0]
+        # an open_clip tag: named, not resolved to a commit
+        return {"source": f"{self.spec.model_name}:{self.weights_file or self.spec.pretrained}", "snapshot": None}
 
     @property
     def has_text(self) -> bool:
@@ -265,7 +281,9 @@ def load_timm(spec: BackboneSpec, device: torch.device, batch_size: int) -> Timm
             f"cannot load eval.backbones.{spec.key} ({spec.model_name}) from {where} {offline_hint()}, or set "
             f"eval.backbones.{spec.key}.pretrained to a local model.safetensors. Cause: {load_cause(err)}"
         ) from err
-    return TimmBackbone(spec, model, device, batch_size)
+    backbone = TimmBackbone(spec, model, device, batch_size)
+    backbone.weights_file = weights
+    return backbone
 
 
 def load_open_clip(spec: BackboneSpec, device: torch.device, batch_size: int) -> OpenClipBackbone:
@@ -286,7 +304,9 @@ def load_open_clip(spec: BackboneSpec, device: torch.device, batch_size: int) ->
             f"{offline_hint()}, or set eval.backbones.{spec.key}.pretrained to a local checkpoint file. "
             f"Cause: {load_cause(err)}"
         ) from err
-    return OpenClipBackbone(spec, model, device, batch_size, transform, open_clip.get_tokenizer(name))
+    backbone = OpenClipBackbone(spec, model, device, batch_size, transform, open_clip.get_tokenizer(name))
+    backbone.weights_file = weights
+    return backbone
 
 
 LOADERS = {"timm": load_timm, "open_clip": load_open_clip}

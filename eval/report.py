@@ -303,6 +303,30 @@ def monkey_variants(scores: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def mixed_devices(scores: pd.DataFrame) -> list[str]:
+    """One line per (run folder, method) whose images were made on more than one device: float rounding
+    differs between devices, so such a folder's images are not one run's (the row's `device`)."""
+    if "device" not in scores:
+        return []
+    made = scores[(scores["method"] != ORACLE) & scores["device"].notna()]
+    lines = []
+    for (run, method), group in made.groupby(["run", "method"], sort=True):
+        counts = group["device"].astype(str).value_counts().sort_index()
+        if len(counts) > 1:
+            lines.append(f"- `{run}` / `{method}`: " + ", ".join(f"{n} images on {d}" for d, n in counts.items()))
+    return lines
+
+
+def mixed_devices_section(scores: pd.DataFrame) -> list[str]:
+    lines = mixed_devices(scores)
+    for line in lines:
+        log.warning("report: a folder mixes devices %s", line.removeprefix("- "))
+    if not lines:
+        return []
+    intro = "These folders hold images made on more than one device (`runtime.device`):"
+    return ["## Devices", "", intro, "", *lines, ""]
+
+
 def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
     specs = backbone_specs(to_plain(eval_cfg.backbones))
     lines = [
@@ -324,6 +348,7 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         "",
         comparison_md,
         *monkey_variants(report.scores),
+        *mixed_devices_section(report.scores),
         "## Pareto plots",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],

@@ -12,6 +12,8 @@ the image's SHA-256 and file stat, so a regenerated image is rescored and an unc
 """
 
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,41 @@ def comparable_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if "backbones" in out:
         out["backbones"] = backbones
     return out
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed score file is not a score record (naming the field), or None when it is one."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for key in ("method", "item_id"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            return f"field {key}={record.get(key)!r}, allowed: a non-empty string"
+    scores = record.get("scores")
+    if not isinstance(scores, dict):
+        return f"field scores={scores!r}, allowed: an object of metric -> number or null"
+    for metric, value in scores.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value)):
+            return f"field scores.{metric}={value!r}, allowed: a number or null"
+    created = record.get("created", 0.0)  # written by every evaluator; read by none, so it may be absent
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        return f"field created={created!r}, allowed: a number (seconds since the epoch)"
+    return None
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """One score file, checked; a file that is not a record is skipped with one warning naming it and
+    the field (the evaluate stage then rescores that item)."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warnings.warn(f"{path}:1: unreadable score file skipped (it is rescored by the evaluate stage)", stacklevel=2)
+        return None
+    problem = record_problem(record)
+    if problem is not None:
+        warnings.warn(f"{path}:1: not a score record ({problem}); file skipped", stacklevel=2)
+        return None
+    return record
 
 
 class ScoreSet:
@@ -75,7 +112,15 @@ class ScoreSet:
 
     def settings(self) -> dict[str, Any] | None:
         path = self.root / "eval_config.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            settings = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise RunFolderError(f"{path} is not readable JSON ({err}): delete {self.root} to rescore") from err
+        if not isinstance(settings, dict):
+            raise RunFolderError(f"{path} holds a JSON {type(settings).__name__}, not an object: delete {self.root}")
+        return settings
 
     def path(self, method: str, item_id: str) -> Path:
         parts = [path_name(method, "method"), *(path_name(part, "item id") for part in item_id.split("/"))]
@@ -83,15 +128,14 @@ class ScoreSet:
 
     def read(self, method: str, item_id: str) -> dict[str, Any] | None:
         path = self.path(method, item_id)
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text())
+        return read_record(path) if path.is_file() else None
 
     def write(self, record: dict[str, Any]) -> None:
         atomic_write_json(self.path(record["method"], record["item_id"]), record)
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(path.read_text()) for path in sorted((self.root / "items").rglob("*.json"))]
+        records = (read_record(path) for path in sorted((self.root / "items").rglob("*.json")))
+        return [record for record in records if record is not None]
 
     def judge_path(self, method: str, item_id: str) -> Path:
         items = self.path(method, item_id)  # the same names, under judge/ instead of items/

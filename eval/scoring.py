@@ -33,6 +33,7 @@ from monkey.datasets.base import load_sources
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import file_sha256, stable_hash, to_plain
 from monkey.images import ImageOptions, load_rgb
+from monkey.provenance import SourceHashes, check_inputs
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ ROW_FIELDS = (
     "source_path",
     "config_hash",
     "paper_clip_t_prompt",
+    "device",
+    "source_sha256",
 )
 PAPER_SUFFIX = "_paper"  # <text metric>_paper: against the row's paper_clip_t_prompt (preset=paper rows only)
 
@@ -259,6 +262,7 @@ def score_run(
     ]
     if any(row["method"] == ORACLE for row in rows):
         raise RunFolderError(f"{run_dir}: the method label '{ORACLE}' is reserved for the real-image reference rows")
+    check_inputs(run_dir, rows, SourceHashes())  # a source replaced since its image was made
     summary = EvaluateSummary(rows=len(rows))
     if not rows:
         log.info("evaluate: no finished images in %s", run_dir)
@@ -307,6 +311,7 @@ def score_run(
         load_backbone(spec, eval_cfg.get("device", "auto"), int(eval_cfg.get("batch_size", 32))) for spec in specs
     ]
     score_set.register(settings, {b.spec.key: b.describe_transform() for b in backbones})
+    backbone_weights = {b.spec.key: b.weights_identity() for b in backbones}
     before = {b.spec.key: b.counters.images + b.counters.texts for b in backbones}
     scorer = Scorer(run_dir, backbones, hashes)
     columns = {spec.key: [spec.image_metric, spec.text_metric] for spec in specs}
@@ -318,6 +323,8 @@ def score_run(
             n_refs=len(refs[(row["dataset"], row["subject"])]),
             scores=scores,
             backbones={b.spec.key: b.identity for b in backbones},
+            backbone_weights=backbone_weights,
+            reference_sha256={path: hashes(path) for path in refs[(row["dataset"], row["subject"])]},
             metric_columns=columns,
             created=time.time(),
         )

@@ -79,6 +79,11 @@ def image_of(name: str) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+# the other fields every reader checks (monkey.manifest_rows)
+ROW_FIELDS = {"config_hash": "h", "plan_index": 0, "dataset": "d", "subject": "s", "source_path": "/s.jpg",
+              "plan_prompt": "p", "prompt": "p", "seed": 0}  # fmt: skip
+
+
 def _write_run(args: tuple[str, int]) -> None:
     root, writer = args
     store = RunStore(root)
@@ -90,7 +95,7 @@ def _write_run(args: tuple[str, int]) -> None:
                 store.register_config("m", "h" + name[:4], {"writer": "any", "name": name[:4]})
                 if name.startswith("own"):
                     manifest.append({"method": "m", "item_id": name, "status": "ok", "image": relpath,
-                                     "payload": name * 300, "created": 1.0})  # fmt: skip
+                                     "payload": name * 300, "created": 1.0, **ROW_FIELDS})  # fmt: skip
 
 
 def test_run_folder_concurrent_writers_and_reader(tmp_path):

@@ -11,7 +11,23 @@ from monkey.store import RunStore, read_manifest_file
 
 
 def row(item: str, method: str = "m", **extra) -> dict:
-    return {"method": method, "item_id": item, "status": "ok", "image": f"images/{item}.png", "created": 1.0, **extra}
+    """A row with every field the reader checks (monkey.manifest_rows), `extra` replacing any."""
+    return {
+        "method": method,
+        "item_id": item,
+        "status": "ok",
+        "image": f"images/{item}.png",
+        "created": 1.0,
+        "config_hash": "c0ffee",
+        "plan_index": 0,
+        "dataset": "d",
+        "subject": "s",
+        "source_path": "/data/s/00.jpg",
+        "plan_prompt": "a photo",
+        "prompt": "a photo",
+        "seed": 1,
+        **extra,
+    }
 
 
 def test_image_write_is_atomic_and_carries_its_prompt(run_dir):

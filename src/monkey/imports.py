@@ -29,6 +29,7 @@ from monkey.errors import DataError, RunFolderError
 from monkey.hashing import bytes_sha256
 from monkey.images import ImageOptions, load_rgb, to_rgb
 from monkey.plan import WorkItem
+from monkey.provenance import SourceHashes
 from monkey.store import STATUS_OK, RunStore
 
 INT_COLUMNS = ("prompt_index", "seed", "seed_index", "generation_seed")
@@ -247,6 +248,7 @@ def write_import(
 ) -> tuple[int, int]:
     """Write images and manifest rows; returns (written, already present with the same image)."""
     done = store.finished(name)
+    source_hashes = SourceHashes()
     written = skipped = 0
     with store.writer(name, f"import-{name}") as writer:
         for row, item in matched:
@@ -280,6 +282,8 @@ def write_import(
                     "origin": "imported",
                     "preset": None,
                     "batch": None,  # made elsewhere: no batch of this harness
+                    "weights": None,  # made elsewhere: the harness loaded no checkpoint
+                    "source_sha256": source_hashes(item.source.image_path),  # the photo the dataset held
                     "method": name,
                     "prompt": prompt,
                     "generation_seed": as_int(row, "generation_seed"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -37,10 +38,11 @@ from monkey.methods.presets import (
     resolve_model_dtypes,
     runtime_vae_dtype,
 )
-from monkey.models.profiles import Runtime, profile_from_config, resolve_runtime
+from monkey.models.profiles import Runtime, profile_checkpoints, profile_from_config, resolve_runtime
 from monkey.models.speedups import sampling, speedups_from_config
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
+from monkey.provenance import SourceHashes, Weights, check_inputs, check_weights, keep_file_lists, weights_record
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_FAILED, STATUS_OK, RunStore
 
@@ -172,6 +174,12 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     done = store.finished(label)
     batch = batch_settings(cfg)
     check_conflicts(store, label, config_hash, config, done, mine, batch)
+    # the exact inputs and weights: a replaced photo or checkpoint is refused, not mixed in (monkey.provenance)
+    source_hashes = SourceHashes()
+    check_inputs(run_dir, [done[item.item_id] for item in mine if item.item_id in done], source_hashes)
+    weights = method_weights(spec, runtime)
+    if weights is not None:
+        check_weights(run_dir, label, list(done.values()), weights)
     # A batch cut short (killed between its rows) is generated whole again, since its neighbours
     # change float rounding, and only its missing items are written.
     todo_batches = [batch for batch in my_batches if any(item.item_id not in done for item in batch)]
@@ -189,6 +197,10 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     if not todo:
         return GenerateSummary(len(mine), len(mine), 0)
     method = build_method(spec.method, runtime, prompt_form=spec.prompt_form)
+    if weights is not None and not weights.resolved():
+        weights = method_weights(spec, runtime)  # loading may have just put a hub snapshot in the cache
+    if weights is not None:
+        keep_file_lists(run_dir, weights)
     writer_id = f"shard-{shard:03d}-of-{num_shards:03d}"
     gate, skips, unusable = ImageGate(bad_image_policy(cfg.dataset)), recorded_skips(store, label), 0
     context = {
@@ -200,6 +212,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         "origin": "generated",
         "preset": spec.preset,
         "batch": batch,
+        "weights": weights.record if weights is not None else None,
     }
     # A streaming method (an external process) gets every unfinished item of the shard in one call.
     streaming = isinstance(method, StreamingMethod)
@@ -239,10 +252,20 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
                     plan_index,
                     finished=done,
                     on_item=progress.update,
+                    source_hashes=source_hashes,
                 )
         if pending:
             failed += generate_batch(
-                method, pending, spec, store, writer, label, context, plan_index, on_item=progress.update
+                method,
+                pending,
+                spec,
+                store,
+                writer,
+                label,
+                context,
+                plan_index,
+                on_item=progress.update,
+                source_hashes=source_hashes,
             )
     if failed:
         log.warning(
@@ -259,6 +282,18 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     return GenerateSummary(len(mine), len(mine) - len(todo), len(todo) - unusable - failed, unusable, failed)
 
 
+def method_weights(spec: MethodSpec, runtime: Runtime) -> Weights | None:
+    """The identity of every checkpoint the method loads from its model profile (monkey.provenance);
+    None for a method that runs in its own process (`external`): its weights are not the profile's."""
+    try:
+        method_class = get_class(spec.method["_target_"])
+    except (ImportError, ValueError):
+        method_class = None  # build_method names the bad target
+    if isinstance(method_class, type) and issubclass(method_class, StreamingMethod):
+        return None
+    return weights_record(profile_checkpoints(runtime.model))
+
+
 def generate_batch(
     method: Method,
     batch: list[WorkItem],
@@ -270,6 +305,7 @@ def generate_batch(
     plan_index: dict[str, int],
     finished: Collection[str] = (),
     on_item: Callable[[int], object] = lambda n: None,
+    source_hashes: SourceHashes | None = None,
 ) -> int:
     """Generate `batch` and store every result whose item is not already `finished`, each as soon as
     the method hands it back; a failed result gets a row with its reason and no image. Returns the
@@ -278,6 +314,7 @@ def generate_batch(
         GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
     failed = 0
+    source_hashes = source_hashes or SourceHashes()
     # closing(): an error while storing ends a streaming method's generator (and its child process) at once
     with closing(timed_results(method, requests, label)) as results:
         for index, result in results:
@@ -297,6 +334,7 @@ def generate_batch(
                 "info": result.info,
                 "timings": result.timings,
                 "plan_index": plan_index[item.item_id],
+                "source_sha256": source_hashes(item.source.image_path),  # the bytes it was made from
                 **paper_clip_t_prompt(spec, method, item),
             }
             if result.error is not None:

@@ -25,13 +25,11 @@ from PIL.PngImagePlugin import PngInfo
 
 from monkey.atomic import atomic_write_bytes, atomic_write_json
 from monkey.errors import RunFolderError
+from monkey.manifest_rows import STATUS_FAILED, STATUS_OK, STATUS_SKIPPED, row_problem  # noqa: F401 (re-exported)
 from monkey.names import path_name
 
 MANIFEST_DIR = "manifest"
 CONFIG_DIR = "configs"
-STATUS_OK = "ok"
-STATUS_SKIPPED = "skipped"  # not generated: the subject image is unusable (dataset.on_bad_image=skip)
-STATUS_FAILED = "failed"  # the method tried and failed (an external process's item): no image, retried on rerun
 
 
 def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
@@ -87,23 +85,10 @@ class ManifestWriter:
         self.close()
 
 
-# fields every reader of a row relies on (and their types); `image` too when the row says ok
-ROW_FIELDS = {"method": str, "item_id": str, "status": str}
-
-
-def row_problem(row: Any) -> str | None:
-    """Why a parsed JSON line is not a manifest row, or None when it is one."""
-    if not isinstance(row, dict):
-        return f"a JSON {type(row).__name__}, not an object"
-    wrong = [key for key, kind in ROW_FIELDS.items() if not isinstance(row.get(key), kind)]
-    if row.get("status") == STATUS_OK and not isinstance(row.get("image"), str):
-        wrong.append("image")
-    return f"missing or mistyped {', '.join(wrong)}" if wrong else None
-
-
-def read_manifest_file(path: Path) -> list[dict[str, Any]]:
-    """The rows of one manifest file. A line that is not a row (garbage, or valid JSON without a row's
-    fields) is skipped with a warning naming the file and line, so one bad line never blocks a folder."""
+def read_manifest_file(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
+    """The rows of one manifest file, each checked field by field (monkey.manifest_rows; `image` must stay
+    inside `root`). A line that is not a row (garbage, or JSON with a missing or mistyped field) is
+    skipped with one warning naming the file, the line and the field, so one bad line never blocks a folder."""
     rows = []
     lines = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines, start=1):
@@ -116,7 +101,7 @@ def read_manifest_file(path: Path) -> list[dict[str, Any]]:
                 continue
             warnings.warn(f"{path}:{number}: unreadable manifest line skipped", stacklevel=2)
             continue
-        problem = row_problem(row)
+        problem = row_problem(row, root)
         if problem is not None:
             warnings.warn(f"{path}:{number}: not a manifest row ({problem}); line skipped", stacklevel=2)
             continue
@@ -168,13 +153,13 @@ class RunStore:
         """Latest row per (method, item_id) over every writer's file, in plan order when known."""
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for path in self.manifest_files():
-            for row in read_manifest_file(path):
+            for row in read_manifest_file(path, self.root):
                 if method is not None and row.get("method") != method:
                     continue
                 key = (row["method"], row["item_id"])
-                if key not in latest or row.get("created", 0) >= latest[key].get("created", 0):
+                if key not in latest or row["created"] >= latest[key]["created"]:
                     latest[key] = row
-        return sorted(latest.values(), key=lambda r: (r["method"], r.get("plan_index", 0), r["item_id"]))
+        return sorted(latest.values(), key=lambda r: (r["method"], r["plan_index"], r["item_id"]))
 
     def finished(self, method: str) -> dict[str, dict[str, Any]]:
         """item_id -> row for the items of `method` whose image is stored."""

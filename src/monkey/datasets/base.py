@@ -1,5 +1,6 @@
 """The dataset row every other stage consumes, and the config entry point that builds the rows."""
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from monkey.errors import ConfigError, DataError
 from monkey.hashing import file_sha256, to_plain
 from monkey.images import DEFAULT_OPTIONS, ImageOptions, load_rgb
 from monkey.names import path_name
+
+log = logging.getLogger(__name__)
 
 # Keys every dataset config may hold; load_sources handles them, so loaders never see them.
 COMMON_KEYS = ("_target_", "image", "on_bad_image")
@@ -31,6 +34,7 @@ class Source:
     live: bool  # live subject (animal) rather than object
     image_options: ImageOptions = DEFAULT_OPTIONS  # how load_image normalises it (dataset.image)
     meta: tuple[tuple[str, str], ...] = ()  # extra fields for the manifest (e.g. a card's artist and url)
+    link_outside_root: str | None = None  # "<link> -> <target>" when a symlink leads out of dataset.root
 
     @property
     def source_id(self) -> str:
@@ -56,6 +60,8 @@ class Source:
         }
         if self.meta:
             fields["source_meta"] = dict(self.meta)
+        if self.link_outside_root:
+            fields["source_link_outside_root"] = self.link_outside_root
         return fields
 
 
@@ -94,7 +100,40 @@ def load_sources(dataset_cfg: DictConfig) -> list[Source]:
     ids = [source.source_id for source in sources]
     if len(set(ids)) != len(ids):
         raise DataError(f"dataset '{dataset_cfg.get('name')}' has duplicate source ids")
-    return [replace(source, image_options=options) for source in sources]
+    sources = [replace(source, image_options=options) for source in sources]
+    root = dataset_cfg.get("root")
+    return mark_outside_links(sources, Path(root).expanduser()) if root else sources
+
+
+def link_outside(path: Path, root: Path) -> Path | None:
+    """The first folder or file on `path` below `root` that is a symlink leading out of `root`, or None."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None  # not listed under the root (a hub dataset's export, say)
+    real_root, current = root.resolve(), root
+    for part in parts:
+        current = current / part
+        if current.is_symlink() and not current.resolve().is_relative_to(real_root):
+            return current
+    return None
+
+
+def mark_outside_links(sources: list[Source], root: Path) -> list[Source]:
+    """Say (one warning per link) and record in each source's rows when a subject folder or image is a
+    symlink out of `dataset.root`: the dataset's bytes then live elsewhere and may change under it."""
+    marked, warned = [], set()
+    for source in sources:
+        link = link_outside(source.image_path, root)
+        if link is None:
+            marked.append(source)
+            continue
+        text = f"{link} -> {link.resolve()}"
+        if link not in warned:
+            warned.add(link)
+            log.warning("dataset.root=%s: %s is a symlink out of the root (recorded in its rows)", root, text)
+        marked.append(replace(source, link_outside_root=text))
+    return marked
 
 
 def image_options(dataset_cfg: DictConfig) -> ImageOptions:

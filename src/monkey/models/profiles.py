@@ -19,6 +19,7 @@ from monkey.hashing import stable_hash, to_plain
 from monkey.hub_needs import HubNeed, transformers_model
 from monkey.models.speedups import Speedups, apply_to_pipeline
 from monkey.models.vae_precision import keep_vae_in
+from monkey.provenance import Checkpoint
 from monkey.shards import launch_device
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -30,6 +31,15 @@ class IPAdapterSpec:
     subfolder: str = "models"
     weight_name: str = "ip-adapter_sd15.bin"
     image_encoder_folder: str | None = "image_encoder"
+    revision: str | None = None  # a hub commit (or branch/tag) of `repo` to pin; passed to load_ip_adapter
+
+    def image_encoder_path(self) -> str | None:
+        """The encoder's folder inside `repo`, as diffusers' load_ip_adapter finds it (a bare name is
+        looked up under `subfolder`)."""
+        folder = self.image_encoder_folder
+        if folder is None:
+            return None
+        return f"{self.subfolder}/{folder}" if "/" not in folder else folder
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,26 @@ def pipeline_component_names(pipeline_class: str) -> tuple[str, ...]:
         raise ConfigError(f"model.pipeline_class={pipeline_class!r} is not a diffusers pipeline class")
     expected, _ = cls._get_signature_keys(cls)  # the second list: plain keyword options, no folders
     return tuple(sorted(expected))
+
+
+def profile_checkpoints(profile: ModelProfile) -> list[Checkpoint]:
+    """Every checkpoint loading the profile reads (base model, adapter, image encoder), at its pinned
+    revision: what a manifest row records as its `weights` (monkey.provenance)."""
+    profile = profile.resolved()
+    checkpoints = []
+    if profile.pretrained:
+        checkpoints.append(Checkpoint("base", profile.pretrained, "model_index.json", profile.revision))
+    spec = profile.ip_adapter
+    if spec is not None and spec.repo:
+        local = os.path.exists(os.path.expanduser(spec.repo))
+        weight = f"{spec.subfolder}/{spec.weight_name}" if spec.subfolder else spec.weight_name
+        adapter_source = os.path.join(spec.repo, weight) if local else spec.repo
+        checkpoints.append(Checkpoint("adapter", adapter_source, weight, spec.revision))
+        encoder = spec.image_encoder_path()
+        if encoder is not None:
+            source = os.path.join(spec.repo, encoder) if local else spec.repo
+            checkpoints.append(Checkpoint("image_encoder", source, f"{encoder}/config.json", spec.revision))
+    return checkpoints
 
 
 def profile_from_config(cfg: DictConfig | dict[str, Any]) -> ModelProfile:
@@ -302,6 +332,7 @@ def load_pipeline(
                 subfolder=spec.subfolder,
                 weight_name=spec.weight_name,
                 image_encoder_folder=spec.image_encoder_folder,
+                **({"revision": spec.revision} if spec.revision else {}),
             )
         except (OSError, ValueError) as err:
             raise ModelLoadError(
