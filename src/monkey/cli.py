@@ -17,6 +17,7 @@ from monkey.atomic import UNWRITABLE
 from monkey.errors import MonkeyError
 from monkey.hashing import stable_hash
 from monkey.names import folder_slug
+from monkey.refused_run import discard_refused_run
 from monkey.shards import shard_label
 from monkey.stages import run_stages
 
@@ -92,6 +93,7 @@ def app(cfg: DictConfig) -> None:
     quiet_libraries()
     code = run_job(cfg, run_dir)
     if code:
+        discard_refused_run(run_dir, shard_label(cfg.shard, cfg.num_shards))  # results in the folder keep it
         sys.exit(code)
 
 
