@@ -91,9 +91,22 @@ def output_folder(path: Path, flag: str) -> Path:
     return path
 
 
+def creatable_folder(path: Path, flag: str) -> None:
+    """Refuse early (before reading the plan) a folder that cannot be made: its nearest existing
+    ancestor must be a writable folder. Nothing is created here."""
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{flag} {path}: {ancestor} is a file, so this folder cannot be made")
+    if ancestor != path and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: cannot create this folder ({ancestor} is not writable)")
+
+
 def run_jobs(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a folder; give a file name ending in .csv or .jsonl")
+    creatable_folder(args.out.parent, "--out's folder")
     plan = plan_of(plan_config(args.overrides))
     output_folder(args.out.parent, "--out's folder")
     write_jobs(args.out, jobs_table(plan, "external"))
@@ -110,6 +123,8 @@ def run_images(args: argparse.Namespace) -> int:
         raise ConfigError("--dataset takes the mapping from its own columns; leave out --mapping")
     if args.images is not None and not args.images.is_dir():
         raise ConfigError(f"--images {args.images} is not a folder")
+    if args.run_dir is not None:
+        creatable_folder(args.run_dir, "--run-dir")
     rows = read_mapping(args.mapping) if args.mapping else read_dataset(args.dataset, args.split, args.image_column)
     if not rows:
         source = f"mapping file {args.mapping}" if args.mapping else f"dataset {args.dataset} (split {args.split})"

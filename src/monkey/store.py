@@ -164,6 +164,7 @@ class RunStore:
     def artifact_relpath(self, image_relpath: str, name: str, artifact: Image.Image | np.ndarray) -> str:
         """Where an artifact goes beside its image (<stem>.<name>.png or .npy), its name checked: the
         runner asks before writing the image, so a refused name leaves no image without its row."""
+        path_name(name, "artifact name", RunFolderError)  # one plain name: no folder of its own
         relpath = f"{image_relpath.removesuffix('.png')}.{name}.{'png' if isinstance(artifact, Image.Image) else 'npy'}"
         self.inside(relpath)
         return relpath
