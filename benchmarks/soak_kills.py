@@ -297,6 +297,21 @@ def failed_method(method: str, error: str) -> dict[str, Any]:
     }
 
 
+def summary(args: argparse.Namespace, methods: list[str], results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "benchmark": "soak_kills",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "methods_not_run": methods[len(results) :],
+        "kills": sum(r["kills"] for r in results),
+        "finished_before_kill": sum(r["finished_before_kill"] for r in results),
+        "files_compared": sum(r["files_compared"] for r in results),
+        "identical": all(r["identical"] for r in results),
+        "clean": all(r["clean"] for r in results),
+        "methods": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -307,27 +322,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.setdefault("MONKEY_CACHE", str(work / "cache"))
     rng = random.Random(args.seed)
-    results = []
+    results: list[dict[str, Any]] = []
     for method in methods:
         try:
             results.append(soak_method(method, args, work, env, rng))
         except SystemExit as err:  # a stage that failed outright: recorded, the other methods still run
             print(f"{method}: {err}", flush=True)
             results.append(failed_method(method, str(err)))
-    record = {
-        "benchmark": "soak_kills",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "kills": sum(r["kills"] for r in results),
-        "finished_before_kill": sum(r["finished_before_kill"] for r in results),
-        "files_compared": sum(r["files_compared"] for r in results),
-        "identical": all(r["identical"] for r in results),
-        "clean": all(r["clean"] for r in results),
-        "methods": results,
-    }
+        record = summary(args, methods, results)
+        if not args.no_record:  # after every method: a soak stopped early keeps what it measured
+            write_record(record)
     print(json.dumps({k: v for k, v in record.items() if k != "methods"}, indent=2))
-    if not args.no_record:
-        write_record(record)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return record
@@ -375,6 +380,8 @@ def write_record(record: dict[str, Any]) -> None:
         f"{'none' if record['clean'] else 'SOME: see soak_kills.json'}.",
         "",
     ]
+    if record["methods_not_run"]:
+        lines += [f"Stopped before: {', '.join(record['methods_not_run'])} (not soaked in this record).", ""]
     atomic_write_bytes(out / "soak_kills.md", "\n".join(lines).encode())
 
 

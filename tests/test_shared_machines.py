@@ -17,11 +17,11 @@ Planted bugs, each caught here (then reverted):
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import compose_config
 from monkey.baselines.external.jobs import Job, read_result, result_paths
 from monkey.baselines.external.method import ExternalMethod
 from PIL import Image
@@ -41,7 +41,7 @@ SMALL = ("plan.limit.subjects=1", "plan.limit.prompts=2", "generation.height=64"
 
 # ---- 12: temp files of killed writers -----------------------------------------------------------------
 def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
 
@@ -128,9 +128,9 @@ def test_the_tiny_cache_follows_the_umask(umask, folders, files, tmp_path):
 
 
 # ---- 14: a refused external answer -------------------------------------------------------------------
-@pytest.fixture
-def plan(make_config):
-    return plan_from_config(make_config(*SMALL))
+@pytest.fixture(scope="module")
+def plan():
+    return plan_from_config(compose_config(*SMALL))
 
 
 def request_of(item) -> GenerationRequest:
