@@ -20,6 +20,8 @@ every file must be byte-identical except
   - report tables (CSV, parquet), compared as tables without those columns and with the run root's
     own path (which names the folder) replaced by a placeholder,
   - report PDFs, compared without their /CreationDate,
+  - the gallery's thumbnails, compared by content through gallery.html (their names are cache keys of
+    the image's path and mtime),
   - the external method's exchange folder (`external/`: the driver's own answers and timings; the
     stored images and rows are compared like any method's).
 
@@ -163,6 +165,19 @@ def table_text(path: Path, run_root: Path) -> str:
     return frame.drop(columns=volatile).to_csv(index=False)
 
 
+def gallery_text(path: Path) -> str:
+    """gallery.html with each thumbnail's name (a cache key of the image's path and mtime, so never the
+    same in two run roots) replaced by a hash of the thumbnail's bytes."""
+    import hashlib
+
+    def content(match: re.Match) -> str:
+        thumb = path.parent / match.group(0)
+        digest = hashlib.sha256(thumb.read_bytes()).hexdigest()[:20] if thumb.is_file() else "missing"
+        return f"gallery/{digest}.jpg"
+
+    return re.sub(r"gallery/[0-9a-f]+\.jpg", content, path.read_text())
+
+
 def comparable(folder: Path, run_root: Path) -> dict[str, Any]:
     """relative path -> what must be equal between two runs (see the module docstring)."""
     from monkey.store import read_manifest_file
@@ -172,7 +187,12 @@ def comparable(folder: Path, run_root: Path) -> dict[str, Any]:
         rel = str(path.relative_to(folder))
         if path.suffix == ".log" or ".hydra" in path.parts or (path.name.startswith(".") and rel.endswith(".tmp")):
             continue
-        if "external" in path.parts:  # the exchange folder: the driver's own files (see the docstring)
+        if "external" in Path(rel).parts:  # the exchange folder: the driver's own files (see the docstring)
+            continue
+        if path.parent.name == "gallery" and path.suffix == ".jpg":  # compared through gallery.html
+            continue
+        if path.name == "gallery.html":
+            out[rel] = gallery_text(path)
             continue
         if path.suffix == ".jsonl" and path.parent.name == "manifest":
             rows = read_manifest_file(path)
@@ -222,6 +242,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=18)
     parser.add_argument("--work", type=Path, help="keep the run roots here (default: a temp folder)")
     parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--recompare", action="store_true", help="redo the record's comparisons on the folders kept in --work"
+    )
     return parser.parse_args(argv)
 
 
@@ -257,10 +280,7 @@ def soak_method(method: str, args: argparse.Namespace, work: Path, env: dict[str
             broken += bad
             print(f"{method} {stage}: {outcome}; unreadable files: {len(bad)}; temp files: {temps}", flush=True)
         run_stage(stage, killed_args, env)  # then to the end
-    reference = comparable(experiment_dir(reference_root), reference_root)
-    killed = comparable(folder, killed_root)
-    differing = sorted(k for k in set(reference) | set(killed) if reference.get(k) != killed.get(k))
-    leftovers = sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
+    compared = compare(reference_root, killed_root)
     return {
         "method": method,
         "reference_stage_seconds": stage_seconds,
@@ -268,14 +288,25 @@ def soak_method(method: str, args: argparse.Namespace, work: Path, env: dict[str
         "finished_before_kill": sum(e["outcome"] != "killed" for e in events),
         "kills_per_stage": {s: sum(e["stage"] == s and e["outcome"] == "killed" for e in events) for s in STAGES},
         "temp_files_left_by_kills": sum(e["temp_files_after"] for e in events),
-        "files_compared": len(reference),
-        "differing_files": differing,
+        **compared,
         "unreadable_after_a_kill": broken,
-        "leftover_temp_files": leftovers,
-        "identical": not differing and not broken,
-        "clean": not leftovers,
+        "identical": not compared["differing_files"] and not broken,
         "seconds": round(time.perf_counter() - started, 1),
         "events": events,
+    }
+
+
+def compare(reference_root: Path, killed_root: Path) -> dict[str, Any]:
+    """The finished killed folder against the uninterrupted one (module docstring), and its temp files."""
+    folder = experiment_dir(killed_root)
+    reference = comparable(experiment_dir(reference_root), reference_root)
+    killed = comparable(folder, killed_root)
+    leftovers = sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp"))
+    return {
+        "files_compared": len(reference),
+        "differing_files": sorted(k for k in set(reference) | set(killed) if reference.get(k) != killed.get(k)),
+        "leftover_temp_files": leftovers,
+        "clean": not leftovers,
     }
 
 
@@ -312,8 +343,28 @@ def summary(args: argparse.Namespace, methods: list[str], results: list[dict[str
     }
 
 
+def recompare(work: Path) -> dict[str, Any]:
+    """The record again, each method's comparison redone on the run roots kept in `work`."""
+    record = json.loads((ROOT / "results" / "benchmarks" / "soak_kills.json").read_text())
+    for result in record["methods"]:
+        if "error" in result:
+            continue
+        result.update(compare(work / result["method"] / "reference", work / result["method"] / "killed"))
+        result["identical"] = not result["differing_files"] and not result["unreadable_after_a_kill"]
+    for key in ("identical", "clean"):
+        record[key] = all(r[key] for r in record["methods"])
+    record["files_compared"] = sum(r["files_compared"] for r in record["methods"])
+    record["recompared"] = True
+    write_record(record)
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    if args.recompare:
+        if args.work is None:
+            raise SystemExit("--recompare needs --work, the folder a soak kept")
+        return recompare(args.work)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
