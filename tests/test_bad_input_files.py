@@ -12,6 +12,8 @@ Planted bugs, each caught here (then reverted):
   - runner: check_memory moved after build_method: case size-800000 (a model is loaded)
   - study.responses: isinstance(question, str) dropped: case response-question-list
   - import_cli: the empty-mapping refusal dropped (exit 0, nothing imported): case mapping-empty
+  - study.responses.load_study: the assignments column check dropped: case assignments-other-table
+  - text_files.decode_text: UnicodeDecodeError no longer caught: case prompts-file-latin1 (a traceback)
 """
 
 import codecs
