@@ -15,7 +15,8 @@ Comparison with the uninterrupted run (run in another folder with the same comma
 every file must be byte-identical except
   - logs and `.hydra/` (timestamps, the folder's own path),
   - manifests, compared row by row without the fields that record when and by whom
-    (`created`, `timings`, `writer`),
+    (`created`, `timings`, `writer`) and MONKEY's `info.pass1`/`pass2_prefix`/`pass2_prefix_steps`
+    (computed or read from the content cache, which the two runs share),
   - score records (JSON), compared without `created` and `image_stat` (the image file's mtime),
   - report tables (CSV, parquet), compared as tables without those columns and with the run root's
     own path (which names the folder) replaced by a placeholder,
@@ -47,6 +48,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("generate", "evaluate", "report")
 VOLATILE_ROW_FIELDS = ("created", "timings", "writer")
+# MONKEY's row info says whether its shared passes were computed or read from the content cache, which
+# both runs share (MONKEY_CACHE): the killed run finds the reference run's passes there
+VOLATILE_INFO_FIELDS = ("pass1", "pass2_prefix", "pass2_prefix_steps")
 VOLATILE_SCORE_FIELDS = ("created", "image_stat")
 
 
@@ -165,6 +169,14 @@ def table_text(path: Path, run_root: Path) -> str:
     return frame.drop(columns=volatile).to_csv(index=False)
 
 
+def stable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row without the fields that record when, by whom, and from which cache."""
+    kept = {k: v for k, v in row.items() if k not in VOLATILE_ROW_FIELDS}
+    if isinstance(kept.get("info"), dict):
+        kept["info"] = {k: v for k, v in kept["info"].items() if k not in VOLATILE_INFO_FIELDS}
+    return kept
+
+
 def gallery_text(path: Path) -> str:
     """gallery.html with each thumbnail's name (a cache key of the image's path and mtime, so never the
     same in two run roots) replaced by a hash of the thumbnail's bytes."""
@@ -196,7 +208,7 @@ def comparable(folder: Path, run_root: Path) -> dict[str, Any]:
             continue
         if path.suffix == ".jsonl" and path.parent.name == "manifest":
             rows = read_manifest_file(path)
-            out[rel] = [{k: v for k, v in row.items() if k not in VOLATILE_ROW_FIELDS} for row in rows]
+            out[rel] = [stable_row(row) for row in rows]
         elif path.suffix == ".json" and "scores" in path.parts:
             record = json.loads(path.read_text())
             out[rel] = {k: v for k, v in record.items() if k not in VOLATILE_SCORE_FIELDS}
@@ -431,6 +443,13 @@ def write_record(record: dict[str, Any]) -> None:
         f"{'none' if record['clean'] else 'SOME: see soak_kills.json'}.",
         "",
     ]
+    if record.get("recompared"):
+        lines += [
+            "Comparisons redone on the kept folders (`--recompare`) after the soak's comparison was corrected "
+            "(gallery thumbnails by content, MONKEY's cache-provenance fields, the exchange folder by its path "
+            "inside the run root); the kills and the checks after each kill are the soak's own.",
+            "",
+        ]
     if record["methods_not_run"]:
         lines += [f"Stopped before: {', '.join(record['methods_not_run'])} (not soaked in this record).", ""]
     atomic_write_bytes(out / "soak_kills.md", "\n".join(lines).encode())
