@@ -51,7 +51,7 @@ from monkey.eval.tables import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from monkey.atomic import atomic_to_parquet, atomic_write_bytes
+from monkey.atomic import atomic_to_parquet, atomic_write_bytes, remove_stale_temp_files
 from monkey.errors import DataError
 from monkey.hashing import to_plain
 
@@ -111,6 +111,7 @@ def build_report(
     """Merge the run folders in `paths` (run or experiment folders) into one report in `out_dir`.
     `sweep` names the swept keys (default: eval.report.sweep, else those that vary; see monkey.eval.sweep)."""
     out_dir = Path(out_dir)
+    remove_stale_temp_files(out_dir)  # a killed writer's leftovers; never a live writer's
     run_dirs = find_run_dirs(paths)
     if not run_dirs:
         raise DataError(f"no run folder (a folder holding manifest/) in {[str(p) for p in paths]}")

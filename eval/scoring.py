@@ -29,6 +29,7 @@ from monkey.eval.judge_run import judge_run, judge_settings
 from monkey.eval.score_store import IGNORED_BY_OPEN_CLIP, ORACLE, ScoreSet
 from omegaconf import DictConfig, OmegaConf
 
+from monkey.atomic import remove_stale_temp_files
 from monkey.datasets.base import load_sources
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import file_sha256, stable_hash, to_plain
@@ -252,6 +253,7 @@ def score_run(
     run_dir = Path(run_dir)
     eval_cfg = OmegaConf.create(to_plain(eval_cfg))
     settings = eval_settings(eval_cfg)
+    remove_stale_temp_files(run_dir)  # a killed writer's leftovers; never a live writer's
     store = RunStore(run_dir)
     rows = [
         row

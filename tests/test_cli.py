@@ -1,7 +1,6 @@
 """The console script end to end, as a user runs it: single run, multirun, kill -9 and resume, errors."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +97,7 @@ def test_missing_dataset_root_is_one_clear_error(tmp_path):
     assert result.returncode == 2
     assert "dataset.root='/no/such/folder' does not exist" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    assert not list((tmp_path / "runs").rglob("*"))  # a refused run leaves no folder, log or .hydra/ behind
 
 
 def test_model_that_cannot_load_offline_names_the_id(tmp_path):
@@ -107,4 +107,4 @@ def test_model_that_cannot_load_offline_names_the_id(tmp_path):
     assert "model.pretrained='SimianLuo/LCM_Dreamshaper_v7'" in output and "HF_HUB_OFFLINE" in output
     assert "`hf download SimianLuo/LCM_Dreamshaper_v7`" in output  # the command to run, not a placeholder
     assert "stacktrace" not in output.lower() and "Traceback" not in output  # no pointer to a hidden trace
-    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+    assert not list((tmp_path / "runs").rglob("*"))  # refused after the checks: still no config, manifest or log

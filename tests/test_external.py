@@ -349,6 +349,7 @@ def test_sizes_flux_cannot_make_are_refused(foreign_python, tmp_path):
     with pytest.raises(ConfigError, match="120x120 is not a multiple of 16"):
         generate_stage(cfg, tmp_path / "run")
     assert calls(checkout) == []
+    assert not [p for p in (tmp_path / "run").rglob("*")]  # a refused run writes nothing (no manifest, no config)
 
 
 def test_runtime_speedups_are_refused_for_a_method_in_its_own_process(foreign_python, tmp_path):

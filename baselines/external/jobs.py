@@ -27,6 +27,7 @@ OUT_DIR = "out"
 SUBJECT_DIR = "subjects"
 STATUS_OK = "ok"
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._=+-]+$")
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # <stem>.<name>.png in the run folder
 
 
 def job_key(item_id: str) -> str:
@@ -128,11 +129,35 @@ def read_result(out_dir: Path, job: Job) -> GenerationResult | None:
         return GenerationResult(image=None, info=info, error=error, timings=timings)
     if not image_path.is_file():
         return GenerationResult(image=None, info=info, error=f"missing image: {image_path.name}", timings=timings)
-    image = load_png(image_path)
+    try:
+        image, artifacts = load_png(image_path), read_artifacts(out_dir, data.get("artifacts"))
+    except (RunFolderError, OSError, ValueError) as err:
+        # a failed item (its row says why, no image stored); stream() clears the answer, so a rerun asks again
+        return GenerationResult(image=None, info=info, error=f"refused answer: {one_line(err)}", timings=timings)
     asked = (job.record["width"], job.record["height"])
     if image.size != asked:  # e.g. a driver that swaps width and height: never stored as if it were right
         made = f"{image.size[0]}x{image.size[1]}"
         error = f"the driver's image is {made} px (width x height); the job asked {asked[0]}x{asked[1]}"
         return GenerationResult(image=None, info=info, error=error, timings=timings)
-    artifacts = {name: load_png(inside(out_dir, file)) for name, file in (data.get("artifacts") or {}).items()}
     return GenerationResult(image=image, artifacts=artifacts, info=info, timings=timings)
+
+
+def one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def read_artifacts(out_dir: Path, listed: Any) -> dict[str, Image.Image]:
+    """The extra images a result lists as {name: file}: each name must be a plain artifact name (it
+    becomes part of a file name in the run folder), each file a PNG inside the exchange folder."""
+    if not listed:
+        return {}
+    if not isinstance(listed, dict):
+        raise ValueError(f"'artifacts' must map names to files, got {type(listed).__name__}")
+    artifacts = {}
+    for name, file in listed.items():
+        if not ARTIFACT_NAME.match(name):
+            raise ValueError(f"artifact name {name!r} is not allowed (letters, digits, '_' or '-')")
+        if not isinstance(file, str):
+            raise ValueError(f"artifact {name!r} names {file!r}, not a file name")
+        artifacts[name] = load_png(inside(out_dir, file))
+    return artifacts

@@ -151,9 +151,9 @@ class ExternalMethod(StreamingMethod):
             raise RuntimeError(f"method {self.name}: the runner did not set work_dir")
         self.environment  # noqa: B018 (a missing checkout stops here, before any file is written)
         work_dir, out_dir = self.work_dir, self.work_dir / OUT_DIR
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for request in requests:
+        for request in requests:  # before any folder is made: a refused run writes nothing
             self.check_request(request)
+        out_dir.mkdir(parents=True, exist_ok=True)
         jobs = [
             Job.build(
                 request, subject_image_file(work_dir, request.item.source), self.template_prompt(request), self.knobs

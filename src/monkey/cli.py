@@ -21,6 +21,7 @@ from monkey.errors import MonkeyError
 from monkey.hashing import stable_hash
 from monkey.hydra_errors import HYDRA_INPUT_ERRORS, composition_message, one_line, unique_overrides
 from monkey.names import folder_slug
+from monkey.refused_run import discard_refused_run
 from monkey.shards import shard_label
 from monkey.stages import run_stages
 
@@ -108,6 +109,7 @@ def app(cfg: DictConfig) -> None:
     if code == 2:
         remove_refused_job_files(run_dir, Path(str(cfg.run.root)) / folder_slug(cfg.run.name))
     if code:
+        discard_refused_run(run_dir, shard_label(cfg.shard, cfg.num_shards))  # results in the folder keep it
         sys.exit(code)
 
 

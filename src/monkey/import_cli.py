@@ -10,6 +10,7 @@ the imported items line up with the native runs' items.
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from monkey.atomic import atomic_write_bytes
-from monkey.errors import ConfigError, MonkeyError
+from monkey.errors import ConfigError, DataError, MonkeyError, OutputError
 from monkey.hashing import stable_hash
 from monkey.hydra_errors import compose_config
 from monkey.imports import (
@@ -72,8 +73,37 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def output_folder(path: Path, flag: str) -> Path:
+    """`path` as a folder that exists (made if needed), or one line saying why it cannot be."""
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path} is a file; a folder is needed here")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"{flag} {path}: cannot create this folder ({err.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: this folder is not writable")
+    return path
+
+
+def creatable_folder(path: Path, flag: str) -> None:
+    """Refuse early (before reading the plan) a folder that cannot be made: its nearest existing
+    ancestor must be a writable folder. Nothing is created here."""
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{flag} {path}: {ancestor} is a file, so this folder cannot be made")
+    if ancestor != path and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: cannot create this folder ({ancestor} is not writable)")
+
+
 def run_jobs(args: argparse.Namespace) -> int:
+    if args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; give a file name ending in .csv or .jsonl")
+    creatable_folder(args.out.parent, "--out's folder")
     plan = plan_of(plan_config(args.overrides))
+    output_folder(args.out.parent, "--out's folder")
     write_jobs(args.out, jobs_table(plan, "external"))
     print(f"wrote {len(plan)} work items to {args.out}")
     return 0
@@ -88,7 +118,12 @@ def run_images(args: argparse.Namespace) -> int:
         raise ConfigError("--dataset takes the mapping from its own columns; leave out --mapping")
     if args.images is not None and not args.images.is_dir():
         raise ConfigError(f"--images {args.images} is not a folder")
+    if args.run_dir is not None:
+        creatable_folder(args.run_dir, "--run-dir")
     rows = read_mapping(args.mapping) if args.mapping else read_dataset(args.dataset, args.split, args.image_column)
+    if not rows:
+        source = f"mapping file {args.mapping}" if args.mapping else f"dataset {args.dataset} (split {args.split})"
+        raise DataError(f"{source} holds no rows: nothing to import")
     cfg = plan_config(args.overrides)
     plan = plan_of(cfg)
     result: ImportPlan = match(rows, plan, args.images)
@@ -100,7 +135,7 @@ def run_images(args: argparse.Namespace) -> int:
         reason = "problems above" if result.problems and not args.skip_problems else "plan items without an image"
         print(f"nothing imported: {reason} (--skip-problems imports the matching rows)", file=sys.stderr)
         return 2
-    store = RunStore(run_dir)
+    store = RunStore(output_folder(run_dir, "--run-dir" if args.run_dir else "run folder"))
     config = import_config(args.images, args.dataset)
     config_hash = stable_hash(config)
     store.register_config(args.name, config_hash, config)

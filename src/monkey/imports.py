@@ -31,6 +31,7 @@ from monkey.images import ImageOptions, load_rgb, to_rgb
 from monkey.plan import WorkItem
 from monkey.provenance import SourceHashes
 from monkey.store import STATUS_OK, RunStore
+from monkey.text_files import read_text
 
 INT_COLUMNS = ("prompt_index", "seed", "seed_index", "generation_seed")
 IDENTITY_COLUMNS = ("item_id", "dataset", "subject", "image_id", "prompt_index", "location", "seed", "seed_index")
@@ -78,7 +79,7 @@ def read_mapping(path: Path) -> list[MappingRow]:
     """CSV with a header row, or JSON Lines (.jsonl/.json), one image per row."""
     if not path.is_file():
         raise DataError(f"mapping file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix in (".jsonl", ".json"):
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -94,7 +95,7 @@ def read_mapping(path: Path) -> list[MappingRow]:
         return rows
     if path.suffix != ".csv":
         raise DataError(f"mapping file {path} must be .csv (with a header) or .jsonl")
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     return [
         MappingRow(f"{path.name}:{reader.line_num}", {k: v for k, v in row.items() if v not in ("", None)})
         for row in reader

@@ -21,6 +21,7 @@ from monkey.datasets.base import Source, require_set
 from monkey.errors import ConfigError, DataError
 from monkey.hashing import to_plain
 from monkey.paths import data_dir
+from monkey.text_files import read_text
 
 TEMPLATE_FIELDS = ("subject_word", "class_name", "location")
 SUBJECT_FIELDS = ("subject_word", "class_name")
@@ -80,7 +81,7 @@ def read_prompt_file(path: Path) -> tuple[str, ...]:
     """One prompt entry per line; blank lines and lines starting with '#' are skipped."""
     if not path.is_file():
         raise DataError(f"prompt file not found: {path} (bundled lists: {bundled_lists()})")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
     prompts = tuple(line for line in lines if line and not line.startswith("#"))
     if not prompts:
         raise DataError(f"prompt file {path} holds no prompt")

@@ -19,10 +19,12 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from monkey.atomic import remove_stale_temp_files
 from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
 from monkey.datasets.base import bad_image_policy, image_options, load_sources
 from monkey.errors import ConfigError, DataError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
+from monkey.memory_check import check_memory
 from monkey.methods.base import (
     RUNTIME_ONLY_KEYS,
     GenerationRequest,
@@ -129,6 +131,13 @@ def shard_work(cfg: DictConfig, plan: list[WorkItem]) -> tuple[int, int, list[li
     return shard, num_shards, shard_batches(plan, batch_size_of(cfg), shard, num_shards)
 
 
+def size_keys(cfg: DictConfig, spec: MethodSpec) -> str:
+    """The keys that set the image size, with their values, for an error message."""
+    if (spec.height, spec.width) == (cfg.generation.height, cfg.generation.width):
+        return f"generation.height={spec.height} generation.width={spec.width}"
+    return f"the size {spec.height}x{spec.width} of preset={cfg.preset} (method '{spec.name}')"
+
+
 def batch_size_of(cfg: DictConfig) -> int:
     """Items per method call: method.batch_size when the method sets one, else generation.batch_size."""
     return int(cfg.method.get("batch_size") or cfg.generation.batch_size)
@@ -166,11 +175,12 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         runtime_vae_dtype(spec, cfg.runtime.get("vae_dtype", "auto")),
         speedups_from_config(cfg.runtime),
     )
+    check_memory(spec.height, spec.width, batch_size_of(cfg), runtime, size_keys(cfg, spec))  # before any model loads
     label = spec.name
     config = generation_config(cfg, runtime, spec)
     config_hash = stable_hash(config)
+    remove_stale_temp_files(run_dir)  # a killed writer's leftovers; never a live writer's
     store = RunStore(run_dir)
-    store.register_config(label, config_hash, config)
     done = store.finished(label)
     batch = batch_settings(cfg)
     check_conflicts(store, label, config_hash, config, done, mine, batch)
@@ -225,7 +235,8 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
         method.work_dir = Path(run_dir) / "external" / label / writer_id
     failed = 0
     with (
-        store.writer(label, writer_id) as writer,
+        # the config is registered with the first row: a run refused before it leaves no config file
+        store.writer(label, writer_id, lambda: store.register_config(label, config_hash, config)) as writer,
         tqdm(
             total=len(mine), initial=len(mine) - len(todo), desc=f"{label} [{shard + 1}/{num_shards}]", unit="img"
         ) as progress,
@@ -343,6 +354,8 @@ def generate_batch(
                 writer.append({**row, "created": time.time()})
                 continue
             relpath = item.image_relpath(label)
+            for name, artifact in result.artifacts.items():  # a refused name stops here, before the image is written
+                store.artifact_relpath(relpath, name, artifact)
             store.write_image(
                 relpath,
                 result.image,

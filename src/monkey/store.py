@@ -10,12 +10,14 @@ share a file; readers take the union. An image is renamed into place before its 
 so a row always points at a complete image, and a killed run resumes by skipping rows marked ok.
 """
 
+import contextlib
 import fcntl
 import io
 import json
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,13 @@ def png_bytes(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
 class ManifestWriter:
     """Appends JSON rows to one manifest file that this process alone holds (flock)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, before_first_row: Callable[[], None] | None = None):
+        """`before_first_row` runs once, just before the first row is written (the runner registers its
+        config there): a run refused before its first row leaves neither that nor an empty manifest."""
         self.path = path
+        self.before_first_row = before_first_row
+        self.rows_written = 0
+        created_folder = not path.parent.is_dir()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)  # the umask decides, as for open()
         try:
@@ -57,6 +64,9 @@ class ManifestWriter:
                 f"another process is writing {path}: two processes were given the same shard (check shard/num_shards)"
             ) from err
         self._drop_partial_tail()
+        # empty when opened: removed again on close if this writer adds no row
+        self.empty_at_start = os.fstat(self.fd).st_size == 0
+        self.created_folder = created_folder
 
     def _drop_partial_tail(self) -> None:
         """A writer killed mid-append leaves a line without newline: cut it before appending."""
@@ -69,12 +79,20 @@ class ManifestWriter:
         os.ftruncate(self.fd, data.rfind(b"\n") + 1)
 
     def append(self, row: dict[str, Any]) -> None:
+        if self.rows_written == 0 and self.before_first_row is not None:
+            self.before_first_row()
         line = json.dumps(row, sort_keys=True, default=str) + "\n"
         os.write(self.fd, line.encode())  # one write() of one line, on an O_APPEND descriptor
         os.fsync(self.fd)
+        self.rows_written += 1
 
     def close(self) -> None:
         if self.fd >= 0:
+            if self.rows_written == 0 and self.empty_at_start and os.fstat(self.fd).st_size == 0:
+                self.path.unlink(missing_ok=True)  # still under our lock: nobody else appends to it
+                if self.created_folder:
+                    with contextlib.suppress(OSError):  # another writer's file is there: keep the folder
+                        self.path.parent.rmdir()
             os.close(self.fd)  # closing releases the lock
             self.fd = -1
 
@@ -128,23 +146,29 @@ class RunStore:
             path_name(part, f"path component of {relpath!r}", RunFolderError)
         return self.root.joinpath(*parts)
 
+    def artifact_relpath(self, image_relpath: str, name: str, artifact: Image.Image | np.ndarray) -> str:
+        """Where an artifact goes beside its image (<stem>.<name>.png or .npy), its name checked: the
+        runner asks before writing the image, so a refused name leaves no image without its row."""
+        path_name(name, "artifact name", RunFolderError)  # one plain name: no folder of its own
+        relpath = f"{image_relpath.removesuffix('.png')}.{name}.{'png' if isinstance(artifact, Image.Image) else 'npy'}"
+        self.inside(relpath)
+        return relpath
+
     def write_artifact(self, image_relpath: str, name: str, artifact: Image.Image | np.ndarray) -> str:
         """Save an artifact beside its image (<stem>.<name>.png or .npy); return its relative path."""
-        stem = image_relpath.removesuffix(".png")
+        relpath = self.artifact_relpath(image_relpath, name, artifact)
         if isinstance(artifact, Image.Image):
-            relpath = f"{stem}.{name}.png"
             self.write_image(relpath, artifact)
         else:
-            relpath = f"{stem}.{name}.npy"
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(artifact), allow_pickle=False)
             self.write_bytes(relpath, buffer.getvalue())
         return relpath
 
     # ---- manifest ----------------------------------------------------------------------------
-    def writer(self, method: str, writer_id: str) -> ManifestWriter:
+    def writer(self, method: str, writer_id: str, before_first_row: Callable[[], None] | None = None) -> ManifestWriter:
         name = f"{path_name(method, 'method.name')}--{path_name(writer_id, 'manifest writer')}.jsonl"
-        return ManifestWriter(self.root / MANIFEST_DIR / name)
+        return ManifestWriter(self.root / MANIFEST_DIR / name, before_first_row)
 
     def manifest_files(self) -> list[Path]:
         return sorted((self.root / MANIFEST_DIR).glob("*.jsonl"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from monkey.atomic import atomic_write_bytes
 from monkey.errors import DataError
 from monkey.hashing import file_sha256
+from monkey.text_files import read_text
 
 
 @dataclass
@@ -38,7 +39,7 @@ class ChecksumReport:
 def read_checksums(path: Path) -> dict[str, str]:
     """relative path -> sha256 from a sha256sum-format file."""
     sums: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         digest, sep, name = line.partition("  ")

@@ -13,6 +13,7 @@ from monkey.datasets.layout import (
 )
 from monkey.errors import DataError
 from monkey.paths import bundled_dreambooth_root
+from monkey.text_files import read_text
 
 LIVE_CLASSES = frozenset({"cat", "dog"})  # DreamBooth's 9 live subjects are its cats and dogs
 
@@ -21,7 +22,7 @@ def read_classes(path: Path) -> dict[str, str]:
     """Parse the `subject_name,class` table at the top of prompts_and_classes.txt."""
     classes: dict[str, str] = {}
     in_table = False
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         line = line.strip()
         if line == "subject_name,class":
             in_table = True

@@ -11,6 +11,7 @@ row a subject, so a typo is an error rather than a silently default class.
 """
 
 import csv
+import io
 from pathlib import Path
 
 from monkey.datasets.base import Source
@@ -23,6 +24,7 @@ from monkey.datasets.layout import (
     subject_word,
 )
 from monkey.errors import DataError
+from monkey.text_files import read_text
 
 SUBJECT_COLUMNS = ("name", "class", "subject_word", "live")
 LIVE_VALUES = {
@@ -62,9 +64,9 @@ def parse_live(value: str, where: str) -> bool:
 
 
 def read_subjects_csv(path: Path) -> dict[str, SubjectInfo]:
-    """Parse subjects.csv (utf-8, a BOM from spreadsheet exports is fine). Only `name` is required;
+    """Parse subjects.csv (UTF-8 or UTF-16 as monkey.text_files reads it). Only `name` is required;
     an empty class falls back to the subject word, an empty subject word to the name's word."""
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         header = [column.strip() for column in reader.fieldnames or []]
         if "name" not in header:

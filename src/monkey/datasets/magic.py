@@ -16,6 +16,7 @@ never ships it; images are cached by content hash under $MONKEY_CACHE/images.
 """
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from monkey.datasets.base import Source
 from monkey.datasets.blobs import materialise
 from monkey.datasets.layout import image_files
 from monkey.errors import ConfigError, DataError
+from monkey.text_files import read_text
 
 HUB_ID = "jlbaker361/mtg"
 META_COLUMNS = ("name", "artist", "type_line", "image_url")
@@ -115,7 +117,7 @@ def parquet_records(files: list[Path]) -> Iterator[Record]:
 
 
 def csv_records(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         image_column = next((c for c in IMAGE_COLUMNS if c in (reader.fieldnames or [])), None)
         if image_column is None:

@@ -22,6 +22,7 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
+from monkey.atomic import apply_umask
 from monkey.errors import ConfigError
 from monkey.hashing import stable_hash
 from monkey.models.tiny_tokenizer import words_of, write_tiny_clip_tokenizer
@@ -229,6 +230,7 @@ def write_once(root: Path, write: Callable[[Path], None]) -> Path:
         try:
             write(staging)
             (staging / "complete").write_text("ok\n")
+            apply_umask(staging)  # mkdtemp's 0700 and some writers' 0600: colleagues sharing the cache read it
             try:
                 staging.rename(root)
             except OSError:  # another process finished first: its copy is identical

@@ -6,6 +6,7 @@ choice outside the options) or a counted exclusion listed in exclusions.csv (no 
 unanswered questions, failed attention checks). Nothing is dropped silently.
 """
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ import pandas as pd
 
 from monkey.errors import DataError
 from monkey.study.assignment import CHECK, SOURCE
-from monkey.study.site import FORMAT, RESPONSE_FORMAT
+from monkey.study.site import ASSIGNMENT_COLUMNS, FORMAT, RESPONSE_FORMAT
+from monkey.text_files import read_text
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,47 @@ def load_study(folder: Path) -> Study:
     path, table = folder / "study.json", folder / "assignments.csv"
     if not path.is_file() or not table.is_file():
         raise DataError(f"{folder}: not a study folder (needs study.json and assignments.csv from monkey-study build)")
-    definition = json.loads(path.read_text())
-    if definition.get("format") != FORMAT:
-        raise DataError(f"{path}: format {definition.get('format')!r}, expected {FORMAT!r}")
-    assignments = pd.read_csv(table, dtype={"participant": str, "question": str, "option": str, "method": str})
+    definition = read_definition(path)
+    try:
+        assignments = pd.read_csv(
+            io.StringIO(read_text(table)), dtype={"participant": str, "question": str, "option": str, "method": str}
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise DataError(f"{table}: not the assignments table monkey-study build writes ({one_line(err)})") from None
+    missing = [column for column in ASSIGNMENT_COLUMNS if column not in assignments.columns]
+    if missing:
+        raise DataError(f"{table}: columns {missing} missing; monkey-study build writes {ASSIGNMENT_COLUMNS}")
+    if not pd.api.types.is_integer_dtype(assignments["position"]) or assignments["participant"].isna().any():
+        raise DataError(f"{table}: every row needs a participant and a whole-number position (rewrite it with build)")
     assignments["method"] = assignments["method"].fillna("")
     return Study(definition, assignments)
+
+
+def one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def read_definition(path: Path) -> dict:
+    """study.json, checked for the keys tally reads: a truncated or hand-edited file stops here."""
+    try:
+        definition = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: not JSON ({err.msg} at line {err.lineno} column {err.colno}); rebuild it with monkey-study build"
+        ) from None
+    if not isinstance(definition, dict) or definition.get("format") != FORMAT:
+        found = definition.get("format") if isinstance(definition, dict) else type(definition).__name__
+        raise DataError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    methods, datasets = definition.get("methods"), definition.get("datasets")
+    if not isinstance(definition.get("study_id"), str):
+        raise DataError(f"{path}: key 'study_id' must be a string")
+    if not isinstance(methods, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("label"), str) and isinstance(m.get("method"), str) for m in methods
+    ):
+        raise DataError(f"{path}: key 'methods' must be a list of objects with 'label' and 'method' strings")
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise DataError(f"{path}: key 'datasets' must be a list of dataset names")
+    return definition
 
 
 def response_files(paths: list[Path]) -> list[Path]:
@@ -59,8 +96,8 @@ def response_files(paths: list[Path]) -> list[Path]:
 
 def read_response(path: Path, study: Study) -> dict:
     try:
-        response = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        response = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise DataError(f"{path}: not a JSON response file ({err})") from err
     if not isinstance(response, dict) or response.get("format") != RESPONSE_FORMAT:
         raise DataError(f"{path}: not a monkey-study response (format must be {RESPONSE_FORMAT!r})")
@@ -83,7 +120,7 @@ def read_answers(study: Study, paths: list[Path]) -> tuple[pd.DataFrame, pd.Data
     for path in response_files(paths):
         response = read_response(path, study)
         person = response.get("participant")
-        if person not in people:
+        if not isinstance(person, str) or person not in people:
             raise DataError(f"{path}: participant {person!r} is not in this study ({people[0]}..{people[-1]})")
         if person in seen:
             raise DataError(f"{path}: participant {person!r} answered twice (also in {seen[person]}); keep one file")
@@ -95,7 +132,7 @@ def read_answers(study: Study, paths: list[Path]) -> tuple[pd.DataFrame, pd.Data
             if not isinstance(answer, dict):
                 raise DataError(f"{path}: answers[{index}] must be an object with 'question' and 'choice'")
             question, choice = answer.get("question"), answer.get("choice")
-            if question not in options:
+            if not isinstance(question, str) or question not in options:
                 raise DataError(f"{path}: answers[{index}] names question {question!r}, not on {person}'s page")
             if question in answered:
                 raise DataError(f"{path}: question {question!r} is answered twice")

@@ -1,0 +1,40 @@
+"""A refused run leaves no trace in the run root.
+
+Hydra makes the run folder, `.hydra/<shard>/` and the shard's log before the app starts, so a run the
+app then refuses (a bad key, a conflicting folder: exit 2) would leave a folder holding no result, and
+a later `monkey-report` or a colleague would take it for a run. After a refusal the shard's own
+`.hydra/<shard>/` and log are removed, and then every folder they leave empty, but only when the run
+folder holds nothing else: results, or another shard's files, keep it (and its log) as it is.
+"""
+
+import contextlib
+import shutil
+from pathlib import Path
+
+HYDRA_DIR = ".hydra"
+SWEEP_RECORD = "multirun.yaml"  # Hydra's record of a sweep, in the experiment folder
+
+
+def holds_only_startup_files(run_dir: Path) -> bool:
+    """Whether `run_dir` holds nothing but Hydra's `.hydra/` and shard logs."""
+    return all(entry.name == HYDRA_DIR or (entry.is_file() and entry.suffix == ".log") for entry in run_dir.iterdir())
+
+
+def discard_refused_run(run_dir: Path, shard: str) -> bool:
+    """Remove what Hydra wrote for shard `shard` (e.g. `shard-0-of-1`) of a refused run; True when the
+    run folder itself is gone. Never touches a folder that holds anything else."""
+    if not run_dir.is_dir() or not holds_only_startup_files(run_dir):
+        return False
+    shutil.rmtree(run_dir / HYDRA_DIR / shard, ignore_errors=True)
+    (run_dir / f"{shard}.log").unlink(missing_ok=True)
+    for folder in (run_dir / HYDRA_DIR, run_dir):
+        with contextlib.suppress(OSError):  # not empty: another shard's files stay
+            folder.rmdir()
+    if run_dir.exists():
+        return False
+    experiment = run_dir.parent
+    with contextlib.suppress(OSError):
+        if [entry.name for entry in experiment.iterdir()] == [SWEEP_RECORD]:
+            (experiment / SWEEP_RECORD).unlink()
+        experiment.rmdir()
+    return True
