@@ -38,9 +38,19 @@ CONFIG_VALUES = [
     bench("config values", "method.num_inference_steps=0", words=("method.num_inference_steps=0", ">= 1")),
     bench("config values", "method.num_inference_steps=-3", words=("method.num_inference_steps=-3",)),
     bench("config values", "method.num_inference_steps=2.5", words=("method.num_inference_steps=2.5", "whole")),
-    bench("config values", "generation.height=7", words=("generation.height=7", ">= 8")),
-    bench("config values", "generation.width=100", words=("generation.width=100", "multiple of 8")),
-    bench("config values", "generation.height=abc", words=("generation.height='abc'", "whole number")),
+    bench("config values", "generation.height=7", "generation.width=64", words=("generation.height=7", ">= 8")),
+    bench(
+        "config values", "generation.height=64", "generation.width=100", words=("generation.width=100", "multiple of 8")
+    ),
+    bench(
+        "config values",
+        "generation.height=abc",
+        "generation.width=64",
+        words=("generation.height='abc'", "whole number"),
+    ),
+    bench(
+        "config values", "generation.height=64", words=("generation.height=64 and generation.width=None", "set both")
+    ),
     bench("config values", "generation.batch_size=0", words=("generation.batch_size=0",)),
     bench("config values", "+method.batch_size=-1", words=("method.batch_size=-1",)),
     bench("config values", "plan.seeds=0", words=("plan.seeds=0", ">= 1")),

@@ -77,7 +77,7 @@ def test_table1_notebook_shows_the_reports_table_and_plots(experiment, monkeypat
     assert stdout(tagged(notebook, "table1-csv")) == (report / "table1.csv").read_text()
     assert pd.read_csv(report / "table1.csv")["variant"].tolist() == ["ip_adapter_1.0", "monkey", "oracle"]
     plots = [o for o in tagged(notebook, "figure2") if "image/png" in o.get("data", {})]
-    assert len(plots) == len(list(report.glob("pareto_*.png"))) == 2
+    assert len(plots) == len(list(report.glob("pareto_*.png"))) == 3  # CLIP-I, DINO, DINO v1 against CLIP-T
 
 
 def test_attention_notebook_draws_the_grid_and_loads_monkeys_masks(experiment, monkeypatch):

@@ -66,7 +66,23 @@ def test_callback_logs_jobs_images_and_time_left(tmp_path, caplog):
     with RunStore(run_dir).writer("a", "test") as writer:  # 1 image made before the multirun, 3 during it
         for k in range(4):
             created = progress.tally.started - 100 if k == 0 else time.time()
-            writer.append({"method": "a", "item_id": f"i{k}", "status": "ok", "image": "x.png", "created": created})
+            writer.append(
+                {
+                    "method": "a",
+                    "item_id": f"i{k}",
+                    "status": "ok",
+                    "image": "x.png",
+                    "created": created,
+                    "config_hash": "c0ffee",
+                    "plan_index": k,
+                    "dataset": "d",
+                    "subject": "s",
+                    "source_path": "s.jpg",
+                    "plan_prompt": "p",
+                    "prompt": "p",
+                    "seed": k,
+                }  # every field the row reader checks
+            )
     progress.tally.started -= 30  # the job took 30 s
     job = OmegaConf.create({"hydra": {"job": {"num": 0}, "runtime": {"output_dir": str(run_dir)}}})
     progress.on_job_end(job, None)

@@ -124,6 +124,10 @@ def test_a_pinned_revision_reaches_from_pretrained_and_load_ip_adapter(monkeypat
     class SpyPipeline:
         unet = torch.nn.Identity()
 
+        @staticmethod
+        def _get_signature_keys(cls):  # as diffusers' pipelines: (component folders, plain options)
+            return [], []
+
         @classmethod
         def from_pretrained(cls, path, **kwargs):
             calls["from_pretrained"] = (path, kwargs.get("revision"))

@@ -211,14 +211,31 @@ def test_a_refused_artifact_name_leaves_no_image_without_its_row(make_config, pl
 
 
 # ---- 15: a refused run writes nothing ----------------------------------------------------------------
+def failed_row(item: str) -> dict:
+    """A failed row with every field the row reader checks (monkey.manifest_rows)."""
+    return {
+        "method": "m",
+        "item_id": item,
+        "status": "failed",
+        "config_hash": "c0ffee",
+        "plan_index": 0,
+        "created": 1.0,
+        "dataset": "d",
+        "subject": "s",
+        "source_path": "s.jpg",
+        "plan_prompt": "p",
+        "seed": 0,
+    }
+
+
 def test_a_writer_that_adds_no_row_leaves_no_file(tmp_path):
     store, calls = RunStore(tmp_path), []
     with store.writer("m", "w", lambda: calls.append(1)):
         pass
     assert not (tmp_path / "manifest").exists() and calls == []
     with store.writer("m", "w", lambda: calls.append(1)) as writer:
-        writer.append({"method": "m", "item_id": "a", "status": "failed"})
-        writer.append({"method": "m", "item_id": "b", "status": "failed"})
+        writer.append(failed_row("a"))
+        writer.append(failed_row("b"))
     assert calls == [1] and len(store.rows("m")) == 2
     with store.writer("m", "w", lambda: calls.append(1)):  # reopened, nothing added: the rows stay
         pass
@@ -238,7 +255,13 @@ def test_a_refused_rerun_writes_no_config(make_config, plan, tmp_path, monkeypat
         "image": relpath,
         "config_hash": "0" * 16,
         "plan_prompt": plan[0].prompt,
+        "prompt": plan[0].prompt,
         "seed": plan[0].seed,
+        "plan_index": 0,
+        "created": 1.0,
+        "dataset": plan[0].source.dataset,
+        "subject": plan[0].source.subject,
+        "source_path": str(plan[0].source.image_path),
     }
     with store.writer(label, "other") as writer:
         writer.append(row)

@@ -284,6 +284,7 @@ def write_import(
                     "preset": None,
                     "batch": None,  # made elsewhere: no batch of this harness
                     "weights": None,  # made elsewhere: the harness loaded no checkpoint
+                    "threads": None,  # nor ran torch threads for it
                     "source_sha256": source_hashes(item.source.image_path),  # the photo the dataset held
                     "method": name,
                     "prompt": prompt,
