@@ -1,4 +1,4 @@
-"""Every shell command in docs/ is either composed by these tests on the tiny profiles or says why it is
+"""Every shell command in docs/ is either composed and run by these tests on the tiny profiles or says why it is
 not run (tools/doc_commands.py: TINY, NOT_RUN, or a `<!-- needs: ... -->` marker before its block).
 
 Planted bugs each test caught (issue 27):
@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -58,3 +59,27 @@ def test_tiny_monkey_bench_commands_compose():
             assert cfg.plan.limit.subjects == 1 and cfg.model.tiny, command
             checked += 1
     assert checked >= 10
+
+
+TINY_BENCH = [c for c in COMMANDS if doc_commands.classification(c) == "tiny" and c.text.startswith("monkey-bench")]
+
+
+@pytest.mark.parametrize("command", TINY_BENCH, ids=[f"{c.page}:{c.line}" for c in TINY_BENCH])
+def test_tiny_monkey_bench_commands_run(command, tmp_path):
+    """Each tiny monkey-bench command runs as written, with doc_commands.RUN_OVERRIDES added, in this
+    process: exit 0 and every job's folder holds its finished image."""
+    from bad_input_cases import run_entry
+
+    from monkey.store import RunStore
+
+    argv = [*shlex.split(command.text)[1:], *doc_commands.RUN_OVERRIDES, f"run.root={tmp_path}"]
+    outcome = run_entry("monkey-bench", argv)
+    assert outcome.raised is None and outcome.code == 0, (
+        f"{command.text}: exit {outcome.code}\n{outcome.output[-3000:]}"
+    )
+    folders = [p.parent for p in tmp_path.rglob("manifest") if p.is_dir()]
+    assert folders, f"{command.text}: no run folder"
+    for folder in folders:
+        assert any(row["status"] == "ok" for row in RunStore(folder).rows()), (
+            f"{command.text}: nothing made in {folder}"
+        )

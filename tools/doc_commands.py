@@ -25,6 +25,9 @@ DOCS = ROOT / "docs"
 # The one place that says what "with tiny overrides" means: added after a documented monkey-bench
 # command's own overrides (so they win), they keep any documented command small enough for a CPU.
 TINY_OVERRIDES = ["plan.limit.subjects=1", "plan.limit.prompts=1", "generation.batch_size=1"]
+# What running a tiny monkey-bench command in the tests adds on top: the generate stage alone (the demo's
+# evaluate and report have tests of their own) at 64 px, into the test's own run root.
+RUN_OVERRIDES = [*TINY_OVERRIDES, "run.stages=[generate]", "generation.height=64", "generation.width=64"]
 
 MARKER = re.compile(r"<!--\s*needs:\s*(gpu|weights|network|environment)\s*-->")
 FENCE = re.compile(r"^```(bash|sh|shell)\s*\n(.*?)^```", re.S | re.M)
