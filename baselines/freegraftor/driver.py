@@ -54,30 +54,19 @@ API_FORK = "paper-fork"
 # Each supported API by its exact names: FreeGraftorPipeline.__call__'s parameters (without self) and
 # ConceptConfig's required fields. tests/fake_freegraftor/upstream_signatures.json pins the same names,
 # read from the upstream files, so the fakes, this table and upstream cannot drift apart.
+# Nihukat/FreeGraftor's own two APIs share their first seven parameters
+UPSTREAM_FIRST = (
+    "concept_configs",
+    "prompt",
+    "template_prompt",
+    "template_path",
+    "output_dir",
+    "clear_image_cache",
+    "clear_image_info_cache",
+)
 CALL_PARAMETERS = {
-    API_AF8C190: (
-        "concept_configs",
-        "prompt",
-        "template_prompt",
-        "template_path",
-        "output_dir",
-        "clear_image_cache",
-        "clear_image_info_cache",
-        "offload",
-        "info",
-        "callback",
-    ),
-    API_REFACTOR: (
-        "concept_configs",
-        "prompt",
-        "template_prompt",
-        "template_path",
-        "output_dir",
-        "clear_image_cache",
-        "clear_image_info_cache",
-        "config",
-        "callback",
-    ),
+    API_AF8C190: (*UPSTREAM_FIRST, "offload", "info", "callback"),
+    API_REFACTOR: (*UPSTREAM_FIRST, "config", "callback"),
     API_FORK: ("concept_configs", "prompt", "template_prompt", "offload", "info", "callback"),
 }
 CONCEPT_REQUIRED = {
