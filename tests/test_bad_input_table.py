@@ -12,7 +12,7 @@ Planted bugs this table caught (each reverted):
 - `setup_error` without the ValueError -> __cause__ step: the shard-log-is-a-folder case raised (paths)
 - SCALE_RANGE's low bound dropped (`value <= high` only): method.scale=-5 ran and exited 0 (config values)
 - `short_name` returning names unshortened: the 3 long-name cases ended in mkdir's ENAMETOOLONG line (names)
-- `remove_refused_job_files` never called: 3 refused runs left runs/demo/<run>/.hydra and the shard log
+- `discard_refused_run` never called (cli.app): 3 refused runs left runs/demo/<run>/.hydra and the shard log
 - its guard dropped: the refused run deleted a folder holding a manifest (own_hydra_files test)
 """
 

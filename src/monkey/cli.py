@@ -7,7 +7,6 @@ monkey-bench -m method=ip_adapter_0.5,ip_adapter_1.0
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -106,41 +105,10 @@ def app(cfg: DictConfig) -> None:
         code = run_job(cfg, run_dir)
     finally:
         _in_task = False
-    if code == 2:
-        remove_refused_job_files(run_dir, Path(str(cfg.run.root)) / folder_slug(cfg.run.name))
-    if code:
-        discard_refused_run(run_dir, shard_label(cfg.shard, cfg.num_shards))  # results in the folder keep it
+    if code:  # a refused job leaves no folder (results in it keep it): monkey.refused_run
+        experiment = Path(str(cfg.run.root)) / folder_slug(cfg.run.name)
+        discard_refused_run(run_dir, shard_label(cfg.shard, cfg.num_shards), experiment)
         sys.exit(code)
-
-
-def remove_refused_job_files(run_dir: Path, experiment_dir: Path) -> None:
-    """A refused job leaves no folder: Hydra made the run folder, this shard's `.hydra/<shard>/` and
-    `<shard>.log` before the app ran. They go when the folder holds nothing else (never another
-    shard's files or any result), and `experiment_dir` (runs/<run.name>) too when that leaves it empty."""
-    hydra = HydraConfig.get()
-    ours = {run_dir / ".hydra"}
-    log_file = OmegaConf.select(hydra, "job_logging.handlers.file.filename", default=None)
-    if log_file:
-        ours.add(Path(log_file))
-    subdir = run_dir / hydra.output_subdir if hydra.output_subdir else None
-    hydra_dir = run_dir / ".hydra"
-    if set(run_dir.iterdir()) - ours or (hydra_dir.is_dir() and set(hydra_dir.iterdir()) - {subdir}):
-        return
-    root = logging.getLogger()
-    for handler in list(root.handlers):  # Hydra's file handler holds the log open
-        if isinstance(handler, logging.FileHandler) and log_file and Path(handler.baseFilename) == Path(log_file):
-            root.removeHandler(handler)
-            handler.close()
-    if log_file:
-        Path(log_file).unlink(missing_ok=True)
-    if subdir is not None and subdir.is_dir():
-        shutil.rmtree(subdir)
-    in_experiment = run_dir.parent.resolve() == experiment_dir.resolve()  # not a hydra.run.dir of the user's
-    for folder in (hydra_dir, run_dir, *([experiment_dir] if in_experiment else [])):
-        try:
-            folder.rmdir()  # only when empty: another process's files keep it
-        except OSError:
-            break
 
 
 def setup_error(err: BaseException) -> str | None:
