@@ -32,8 +32,13 @@ def tiny_clipseg_spec(seed: int) -> dict[str, Any]:
 
 
 def write_tiny_clipseg(folder: Path, spec: dict[str, Any]) -> None:
-    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, CLIPTokenizer
-    from transformers import ViTImageProcessor
+    from transformers import (
+        CLIPSegConfig,
+        CLIPSegForImageSegmentation,
+        CLIPSegProcessor,
+        CLIPTokenizer,
+        ViTImageProcessor,
+    )
 
     write_tiny_clip_tokenizer(folder, spec["words"])
     tokenizer = CLIPTokenizer.from_pretrained(folder)
@@ -96,8 +101,13 @@ def tiny_grounding_dino_spec(seed: int) -> dict[str, Any]:
 
 
 def write_tiny_grounding_dino(folder: Path, spec: dict[str, Any]) -> None:
-    from transformers import BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection
-    from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor
+    from transformers import (
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(spec["words"]) + "\n", encoding="utf-8")
