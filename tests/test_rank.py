@@ -297,3 +297,18 @@ def test_clipseg_segmenter_loads_by_path_and_thresholds_its_own_probabilities(tm
     assert np.array_equal(mask, (probs[0, 0] > 0.5).numpy())
     with pytest.raises(Exception, match="must contain"):
         ClipSegSegmenter(model=str(tmp_path / "clipseg"), prompt="a photo")
+
+
+def test_the_tiny_clipseg_twin_loads_through_the_segmenter_and_masks_at_the_image_size(tmp_path, monkeypatch):
+    """`tiny=true` swaps in the code-written twin (monkey.models.tiny_segmenters); its mask equals the twin's own
+    probabilities thresholded, at the loaded image's size."""
+    from monkey.rank.segmenters import ClipSegSegmenter
+
+    monkeypatch.setenv("MONKEY_CACHE", str(tmp_path))
+    segmenter = ClipSegSegmenter(tiny=True, threshold=0.5)
+    source = load_dreambooth()[0]
+    image = source.load_image().resize((40, 24))
+    mask = segmenter(image, source)
+    assert mask.shape == (24, 40) and mask.dtype == bool
+    assert np.array_equal(mask, (segmenter.probabilities(image, source.subject_word) > 0.5).numpy())
+    assert list(tmp_path.glob("tiny/clipseg-*/clipseg/model.safetensors"))

@@ -3,7 +3,8 @@
 `ClipSegSegmenter` prompts CLIPSeg (`CIDAS/clipseg-rd64-refined` by default, or any folder in its
 layout) with the subject word, so DreamBooth's 30 subjects need no class list:
 mask = sigmoid(logits) resized to the image (bilinear) > `threshold`. It is loaded with transformers'
-`from_pretrained` like every model in the harness; pass it as
+`from_pretrained` like every model in the harness (`tiny=true`: the random twin of
+`monkey.models.tiny_segmenters`); pass it as
 `masks.segmenter={_target_:monkey.rank.segmenters.ClipSegSegmenter,model:CIDAS/clipseg-rd64-refined}`.
 """
 
@@ -24,8 +25,15 @@ class ClipSegSegmenter:
         prompt: str = "{word}",
         threshold: float = 0.4,
         device: str = "cpu",
+        tiny: bool = False,
     ):
+        """`tiny`: load the tiny random CLIPSeg written by code instead of `model` (offline tests, tiny profiles)."""
         from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
+
+        if tiny:
+            from monkey.models.tiny_segmenters import materialize_tiny_segmenter
+
+            model = str(materialize_tiny_segmenter("clipseg"))
 
         if "{word}" not in prompt:
             raise ConfigError(f"masks.segmenter.prompt={prompt!r} must contain {{word}} (the subject word)")
