@@ -32,6 +32,7 @@ SECTIONS = (
     ("Against the paper", ("paper_comparison.md", "paper_comparison.csv")),
     ("Gallery", ("gallery.html",)),
     ("Sweep", ("sweep.md", "sweep.csv")),
+    ("Agreement with people", ("agreement.md", "agreement.csv", "dreambench_alpha.csv")),
     ("Data", ("summary.csv", "scores.csv", "scores.parquet", "runs.csv")),
 )
 PICTURES = (("Pareto plots", "pareto_*"), ("Sweep plots", "sweep_*"), ("Image grids", "grid_*"))

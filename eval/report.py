@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 from monkey.eval.aggregate import metric_columns, summarize
+from monkey.eval.agreement_section import agreement_inputs, agreement_section, report_agreement
 from monkey.eval.backbones import BackboneSpec, backbone_specs
 from monkey.eval.collect import collect_scores, find_run_dirs, run_config
 from monkey.eval.compare import coverage_warnings
@@ -54,6 +55,7 @@ from omegaconf import DictConfig, OmegaConf
 from monkey.atomic import atomic_to_parquet, atomic_write_bytes, remove_stale_temp_files
 from monkey.errors import DataError
 from monkey.hashing import to_plain
+from monkey.study.agreement_run import Agreement
 
 log = logging.getLogger(__name__)
 REPORT_DIR = "report"
@@ -70,6 +72,7 @@ class Report:
     plots: list[Path] = field(default_factory=list)
     grids: list[Path] = field(default_factory=list)
     sweep: Sweep | None = None
+    agreement: Agreement | None = None  # "which metric agrees with people", when eval.report.agreement names a study
 
 
 def paper_table_path(setting: str | None) -> Path:
@@ -134,6 +137,7 @@ def build_report(
     table_metrics += [m for m in JUDGE_COLUMNS if m in metrics and m not in table_metrics]  # a judge rated them
     pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
     swept = build_sweep(scores, summary, settings, sweep or settings.get("sweep"))  # a bad --sweep stops here
+    people = agreement_inputs(settings.get("agreement"), eval_cfg.name, run_dirs, boot)  # a bad key stops here too
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_frame(out_dir / "scores.csv", scores)
@@ -176,7 +180,8 @@ def build_report(
             grids.append(path)
     write_sweep(swept, out_dir)
     write_gallery(run_dirs, out_dir, eval_cfg.name)  # gallery.html: every image, filterable (monkey.eval.gallery)
-    report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept)
+    agreement = report_agreement(people, out_dir)  # agreement.{csv,md} (monkey.eval.agreement_section)
+    report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept, agreement)
     write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
     write_index(out_dir, scores, table, table_metrics, labels)  # last: it links the files written above
     generated = int((scores["method"] != ORACLE).sum())
@@ -355,6 +360,7 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],
         "",
         *sweep_section(report.sweep, report.plots),
+        *agreement_section(report.agreement),
         "## Images",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.grids],

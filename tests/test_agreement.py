@@ -168,3 +168,54 @@ def test_combined_scores_are_harmonic_means():
     frame = ag.with_combined(pd.DataFrame({"dino": [0.5, 0.0], "clip_t": [0.25, 0.0]}))
     assert frame["hm_dino_clip_t"].tolist() == pytest.approx([2 * 0.5 * 0.25 / 0.75, 0.0])
     assert "hm_judge" not in frame
+
+
+def test_the_report_gains_the_agreement_section_computed_as_the_cli_computes_it(tmp_path):
+    """eval.report.agreement names a built study: the report writes agreement.{csv,md} equal to the CLI's over
+    the same answers (its bootstrap settings), lists them on index.html and puts the table in report.md; a
+    study without responses, or an unknown key, stops with a line naming the key."""
+    from conftest import compose_config
+    from monkey.eval.report import build_report
+    from monkey.eval.scoring import ROW_FIELDS
+    from omegaconf import OmegaConf
+
+    from monkey.errors import ConfigError
+
+    experiment = make_experiment(tmp_path, prompts=2)
+    runs = method_runs(find_run_dirs([experiment]), ["monkey", "ip_adapter_1.0", "masactrl"])
+    study = tmp_path / "study"
+    build_study(runs, StudySpec(questions_per_dataset=2, participants=3, attention_checks=1, seed=3), study)
+    good = {"monkey": 0.9, "ip_adapter_1.0": 0.5, "masactrl": 0.1}
+    for run in runs:
+        scores = ScoreSet(run.run_dir, "default")
+        for row in RunStore(run.run_dir).rows():
+            value = good[run.label] + 0.01 * row["prompt_index"]
+            record = {key: row.get(key) for key in ROW_FIELDS}  # as the evaluate stage writes them
+            scores_of = {"clip_t": value, "dino": 1 - value, "clip_i": value}
+            scores.write({**record, "method": row["method"], "image_sha256": "0" * 64, "scores": scores_of})
+    always_monkey = lambda dataset, options: options.index("monkey")  # noqa: E731
+    files = [write_json(tmp_path / "r" / f"{p}.json", response(study, p, always_monkey)) for p in ("p01", "p02", "p03")]
+    cli = tmp_path / "cli"
+    assert main(["agreement", str(study), str(files[0].parent), "--out", str(cli), "--resamples", "50"]) == 0
+
+    eval_cfg = compose_config("eval=default").eval
+    eval_cfg.report.bootstrap.samples = 50
+    eval_cfg.report.agreement.study = str(study)
+    eval_cfg.report.agreement.responses = [str(files[0].parent)]
+    out = tmp_path / "report"
+    report = build_report([experiment], out, eval_cfg, evaluate=False)
+    assert report.agreement is not None
+    assert (out / "agreement.csv").read_bytes() == (cli / "agreement.csv").read_bytes()
+    table = pd.read_csv(out / "agreement.csv").set_index("metric")
+    assert table.loc["clip_i", "agreement"] == 1.0 and table.loc["dino", "agreement"] == 0.0
+    text = (out / "report.md").read_text()
+    assert "## Which metric agrees with people" in text and "| clip_i | 1.000 |" in text
+    assert 'href="agreement.md"' in (out / "index.html").read_text()
+
+    bad = OmegaConf.to_container(eval_cfg, resolve=True)
+    bad["report"]["agreement"]["responses"] = []
+    with pytest.raises(ConfigError, match=r"eval\.report\.agreement\.responses"):
+        build_report([experiment], tmp_path / "r2", OmegaConf.create(bad), evaluate=False)
+    bad["report"]["agreement"]["responders"] = ["x"]
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_report([experiment], tmp_path / "r3", OmegaConf.create(bad), evaluate=False)

@@ -146,6 +146,7 @@ NOT_RUN = {
         "monkey-bench experiment=paper_dreambooth dataset.root=/data/dreambooth dataset.images=all plan.pairing=cycle",
     ): "weights",
     ("study.md", "monkey-study agreement study/ responses/ --out study/agreement"): "after",
+    ("study.md", "monkey-report runs/exp eval.report.agreement.study=study/ 'eval.report.agreement.responses=[responses/]'"): "after",
     ("sdxl.md", "monkey-attention rank masks.dir=masks/ subjects=8"): "data",
     ("attention.md", "monkey-attention model=lcm_dreamshaper"): "weights",
     ("attention.md", "jupyter execute notebooks/table1_figure2.ipynb notebooks/attention_maps.ipynb"): "docs extra",

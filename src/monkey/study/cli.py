@@ -76,38 +76,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from monkey.study.agreement_run import AgreementInputs, compute_agreement, write_agreement
 
-    from monkey.atomic import atomic_write_bytes
-    from monkey.errors import ConfigError
-    from monkey.study import agreement as ag
-    from monkey.study.assignment import STUDY
-    from monkey.study.responses import failed_checks, load_study, read_answers
-
-    study = load_study(args.study)
-    answers, exclusions = read_answers(study, [args.responses])
-    excluded = set(pd.concat([exclusions, failed_checks(answers, 0)])["participant"])
-    answers = answers[(answers["kind"] == STUDY) & ~answers["participant"].isin(excluded)]
-    scores = ag.study_scores(study.definition, args.eval_name, args.runs or None)
-    metrics = ag.score_metrics(scores)
-    table = ag.agreement_with_study(answers, scores, metrics, args.resamples, args.seed, args.confidence)
-    dreambench = None
-    if (args.dreambench is None) != (args.dreambench_scores is None):
-        raise ConfigError("--dreambench and --dreambench-scores go together (the human ratings and our scores)")
-    if args.dreambench is not None:
-        ours = pd.read_csv(args.dreambench_scores, dtype={"method": str, "key": str})
-        missing = {"method", "key"} - set(ours.columns)
-        if missing:
-            raise ConfigError(f"--dreambench-scores {args.dreambench_scores}: no column {sorted(missing)}")
-        dreambench = ag.agreement_with_dreambench(
-            args.dreambench, ours, [c for c in ours.columns if c not in ("method", "key")]
-        )
+    inputs = AgreementInputs(
+        args.study, [args.responses], args.eval_name, args.runs or None, args.dreambench, args.dreambench_scores,
+        args.resamples, args.seed, args.confidence,
+    )  # fmt: skip
+    agreement = compute_agreement(inputs)
     out = args.out or args.study / "agreement"
-    atomic_write_bytes(out / "agreement.csv", table.to_csv(index=False, float_format="%.6g").encode())
-    if dreambench is not None:
-        atomic_write_bytes(out / "dreambench_alpha.csv", dreambench.to_csv(index=False, float_format="%.6g").encode())
-    atomic_write_bytes(out / "agreement.md", ag.agreement_markdown(table, dreambench).encode())
-    print(f"agreement of {len(metrics)} metrics with {answers['participant'].nunique()} participants -> {out}")
+    write_agreement(agreement, out)
+    print(f"agreement of {len(agreement.metrics)} metrics with {agreement.participants} participants -> {out}")
     return 0
 
 
