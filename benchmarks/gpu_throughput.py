@@ -30,12 +30,22 @@ from pathlib import Path
 
 import torch
 from throughput import records, runs
-from throughput.speedups import COMPILE_RESERVE_S, SPEEDUP_VARIANTS, measure_speedups
+from throughput.preset import choose_preset, preset_overrides
+from throughput.speedups import COMPILE_RESERVE_S, SPEEDUP_VARIANTS, measure_speedups, speedup_variants
 from throughput.timing import spec_peak
 from throughput.workload import log
 
 ROOT = Path(__file__).resolve().parents[1]
-__all__ = ["COMPILE_RESERVE_S", "SPEEDUP_VARIANTS", "main", "parse_args", "spec_peak"]
+__all__ = [
+    "COMPILE_RESERVE_S",
+    "SPEEDUP_VARIANTS",
+    "choose_preset",
+    "main",
+    "parse_args",
+    "preset_overrides",
+    "spec_peak",
+    "speedup_variants",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,7 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--speedups", action="store_true", help="only the runtime speed-up keys on MONKEY at one batch size"
     )
     parser.add_argument("--speedups-batch", type=int, default=16, help="--speedups: the batch size")
-    parser.add_argument("--larger-batch", type=int, default=32, help="--speedups: the plain run at this batch too")
+    parser.add_argument(
+        "--larger-batch",
+        type=int,
+        default=32,
+        help="--speedups: the plain run and the batch key at this size (0: no plain run)",
+    )
     parser.add_argument("--speedup-pairs", type=int, default=4, help="--speedups: interleaved (plain, variant) pairs")
     parser.add_argument("--cpu-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")

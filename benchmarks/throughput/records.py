@@ -137,24 +137,16 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
         f"{run['created']}, commit {run['git_commit']}; torch {run['versions']['torch']}. {s['size']} px, UNet "
         f"{s['dtype']}, batch {s['batch_size']}, {s['pairs']} interleaved (plain, variant) pairs per key; "
         f"{load_span(m)}; wall time {run['wall_s']:.0f} s "
-        f"(budget {s['budget_s']:.0f} s). Time ratio < 1 is faster; pixel difference in 0-255 levels against the "
-        "plain run's images.",
+        f"(budget {s['budget_s']:.0f} s). Time ratio < 1 is faster (per image: a larger batch's call makes more); "
+        "pixel differences in 0-255 levels against the plain run's images (a larger batch: its first images).",
         "",
-        "| runtime key | time / plain (median of pairs) | img/s plain -> key | first (/ second) call s | "
-        "max pixel diff | masks equal |",
-        "|---|---|---|---|---|---|",
+        "| key | time / plain (median of pairs) | img/s plain -> key | first (/ second) call s | "
+        "max / mean pixel diff | masks equal | within bound |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in run["variants"]:
-        if "variant_over_plain" in v:
-            lines.append(
-                f"| {v['variant']} | {v['variant_over_plain']:.3f} | {v['plain_images_per_s']:.2f} -> "
-                f"{v['variant_images_per_s']:.2f} | {v['first_call_s']:.1f}"
-                f"{' / ' + format(v['second_call_s'], '.1f') if 'second_call_s' in v else ''} | "
-                f"{v['max_pixel_difference']} | "
-                f"{v['masks_equal']} |"
-            )
-        else:
-            lines.append(f"| {v['variant']} | {v.get('error') or 'skipped: ' + v['skipped']} | | | | |")
+        lines.append(variant_row(v))
+    lines += preset_lines(run.get("preset"), s.get("image_bound"))
     if run.get("parts") is not None:
         parts = run["parts"]
         lines += [
@@ -180,6 +172,56 @@ def speedups_markdown(run: dict[str, Any] | None) -> list[str]:
             f"{_fmt(sh['peak_memory_mib'], '.0f')}.",
         ]
     return [*lines, ""]
+
+
+def variant_row(v: dict[str, Any]) -> str:
+    """One key's row; records written before the image bound existed have no mean or bound."""
+    if "variant_over_plain" not in v:
+        return f"| {v['variant']} | {v.get('error') or 'skipped: ' + v['skipped']} | | | | | |"
+    mean = _fmt(v.get("mean_pixel_difference"), ".2f")
+    return (
+        f"| {v['variant']} | {v['variant_over_plain']:.3f} | {v['plain_images_per_s']:.2f} -> "
+        f"{v['variant_images_per_s']:.2f} | {v['first_call_s']:.1f}"
+        f"{' / ' + format(v['second_call_s'], '.1f') if 'second_call_s' in v else ''} | "
+        f"{v['max_pixel_difference']} / {mean} | {v['masks_equal']} | {v.get('within_bound', 'n/a')} |"
+    )
+
+
+def preset_lines(preset: dict[str, Any] | None, bound: dict[str, float] | None) -> list[str]:
+    """The preset's keys, its override line and its figures (absent from records before the preset)."""
+    if preset is None:
+        return []
+    lines = [
+        "",
+        f"Image bound: mean pixel difference <= {bound['mean_pixel_difference']} of 255 levels and at most "
+        f"{bound['mask_cells_differing']:.0%} of mask cells changed, against the plain run's images.",
+        "",
+        f"GPU preset (per axis the fastest key within the bound, faster than plain by more than 2 %): "
+        f"`{preset['overrides'] or '(none)'}`",
+    ]
+    if "skipped" in preset:
+        lines.append(f"Not measured together: {preset['skipped']}.")
+    combined = preset.get("combined")
+    if combined is not None and "variant_over_plain" in combined:
+        lines.append(
+            f"Together against the plain run: {combined['variant_over_plain']:.3f} of its time per image, "
+            f"{combined['plain_images_per_s']:.2f} -> {combined['variant_images_per_s']:.2f} img/s; pixels "
+            f"move by up to {combined['max_pixel_difference']} (mean {combined['mean_pixel_difference']:.2f}), "
+            f"within the bound: {combined['within_bound']}."
+        )
+    ip = preset.get("against_ip_adapter")
+    if ip is not None and "error" in ip:
+        lines.append(f"Against IP-Adapter under the same keys: {ip['error']}")
+    elif ip is not None:
+        goal, ratio_goal = TARGETS["monkey_images_per_s"], TARGETS["monkey_over_ip_adapter"]
+        rate, ratio = ip["monkey_images_per_s"], ip["monkey_over_ip_adapter"]
+        lines.append(
+            f"Under the preset, batch {ip['batch_size']}, {len(ip['seconds']['monkey'])} alternating rounds: "
+            f"MONKEY {rate:.2f} img/s (>= {goal}: {_mark(rate >= goal)}), "
+            f"IP-Adapter {ip['ip_adapter_images_per_s']:.2f} img/s, MONKEY / IP-Adapter "
+            f"{ratio:.3f} (<= {ratio_goal}: {_mark(ratio <= ratio_goal)})."
+        )
+    return lines
 
 
 def parts_lines(parts: dict[str, Any]) -> list[str]:
