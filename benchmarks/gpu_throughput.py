@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=32,
         help="--speedups: the plain run and the batch key at this size (0: no plain run)",
     )
+    parser.add_argument(
+        "--no-plain-larger",
+        dest="plain_larger",
+        action="store_false",
+        help="--speedups: no plain run of the three methods at --larger-batch (the throughput run has one)",
+    )
     parser.add_argument("--speedup-pairs", type=int, default=4, help="--speedups: interleaved (plain, variant) pairs")
     parser.add_argument("--cpu-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=3, help="--cpu-record: rounds of the three methods")

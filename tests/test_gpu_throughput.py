@@ -2,8 +2,11 @@
 and with the raw timings it records, MONKEY's early exit shows in its FLOPs, and the budget skips."""
 
 import json
+import os
 import re
 import statistics
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -144,14 +147,64 @@ def parts_bf16(record):
     return record["speedups_cpu"]["parts"]["vae_bf16_max_pixel_difference"]
 
 
-def test_gpu_all_default_checks_fit_one_device_call():
-    """benchmarks/gpu_all.sh runs as one device command, which is killed at 600 s: the time limits of its
-    default checks, plus the wheels' install, must stay under that, or the records never get packed."""
+def test_gpu_all_default_checks_fit_the_device_command():
+    """benchmarks/gpu_all.sh is one device command, which must finish in 540 s: the time limits of its
+    default checks, each with timeout's 10 s grace to kill, plus the wheels' install, stay under that."""
     script = (SCRIPT.parent / "gpu_all.sh").read_text()
-    defaults = re.search(r"checks=\$\{\*:-([a-z_ ]+)\}", script).group(1).split()
+    defaults = re.search(r"checks=\$\{\*:-([a-z_0-9 ]+)\}", script).group(1).split()
     limits = dict(re.findall(r"^\s+([a-z_0-9]+)\) run (\d+) ", script, flags=re.MULTILINE))
-    assert set(defaults) <= set(limits) and "speedups" in defaults  # issue 20's compile modes come first
-    assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 600
+    assert defaults == ["throughput", "speedups", "rectifid", "tf_ti2i", "table"]  # issue 30's device check
+    assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 540
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# stands in for python: logs each command line; a benchmark writes a record named after its script
+echo "$*" >> "$CALLS"
+if [[ $1 == benchmarks/* ]]; then
+    for ((i = 1; i <= $#; i++)); do
+        [[ ${!i} == --out ]] && j=$((i + 1)) && touch "${!j}/$(basename "$1" .py).json"
+    done
+fi
+"""
+
+
+def test_gpu_all_quick_runs_every_default_check_with_quick_and_packs_the_records(tmp_path, benchmark):
+    """The dry run's wiring, with a stand-in interpreter: every default check in order, each with --quick
+    where its script takes it and --out in the records folder, the records packed; and the flags given to
+    this project's own scripts are ones they accept."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(fake), "CALLS": str(calls)}
+    result = subprocess.run(
+        ["bash", str(SCRIPT.parent / "gpu_all.sh"), "--quick", str(out)],
+        cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("-c import torch")  # the versions line; no nvidia-smi, no wheels
+    runs = [line.split() for line in lines[1:]]
+    assert [r[0] for r in runs] == [
+        "benchmarks/gpu_throughput.py",
+        "benchmarks/gpu_throughput.py",
+        "benchmarks/gpu_rectifid.py",
+        "benchmarks/gpu_tf_ti2i.py",
+        "benchmarks/time_to_table1.py",
+    ]
+    records = str(out / "records")
+    for r in runs:
+        assert r[r.index("--out") + 1] == records
+    assert all("--quick" in r for r in runs[:4]) and "--speedups" in runs[1]
+    # the speed-up keys get a budget below the compile reserve: no inductor build on a CPU
+    assert float(runs[1][runs[1].index("--budget-s") + 1]) < benchmark.COMPILE_RESERVE_S
+    args = benchmark.parse_args(runs[1][1:])
+    assert args.speedups and args.larger_batch == 32 and not args.plain_larger
+    assert runs[4][runs[4].index("--records") + 1] == records  # the table from the records just made
+    with tarfile.open(out / "records.tar") as tar:
+        names = set(tar.getnames())
+    assert {"records/gpu_throughput.json", "records/time_to_table1.json", "records/gpu_speedups.log"} <= names
+    assert not (out / "records").exists()
 
 
 def test_cpu_breakdown_parts_add_up_to_the_monkey_figure(benchmark, tmp_path):
