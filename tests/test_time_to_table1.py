@@ -4,6 +4,7 @@ hours against the GPU records and the ceil arithmetic of contiguous shards, writ
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,17 @@ def test_a_record_from_another_device_measures_nothing(run, tmp_path):
     throughput["throughput"]["device_name"] = "NVIDIA A100-SXM4-80GB"
     (tmp_path / "gpu_throughput.json").write_text(json.dumps(throughput))
     assert script.read_measurements(tmp_path) == []  # and no rectifid / tf_ti2i records there
+
+
+def test_the_gpu_page_shows_the_committed_record():
+    """docs/gpu.md's marker becomes results/benchmarks/time_to_table1.md, headings nested (tools/mkdocs_hooks.py)."""
+    sys.path.insert(0, str(RECORDS.parents[1] / "tools"))
+    try:
+        from mkdocs_hooks import on_page_markdown
+    finally:
+        sys.path.pop(0)
+    page = (RECORDS.parents[1] / "docs" / "gpu.md").read_text()
+    shown = on_page_markdown(page, None, None, None)
+    record = (RECORDS / "time_to_table1.md").read_text()
+    assert "<!-- benchmark record:" not in shown and "### Time to Table 1 (benchmarks/time_to_table1.py)" in shown
+    assert record.splitlines()[2] in shown  # the record's first paragraph, as written
