@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
 # Every prepared GPU check of benchmarks/, in one command, for a GPU machine without network.
-# Usage (from the repository root): bash benchmarks/gpu_all.sh OUT_DIR [CHECK ...]
-# CHECK is any of: throughput speedups sdxl rectifid tf_ti2i freegraftor. The default (speedups sdxl)
-# is what an open issue or a missing GPU record still needs, sized to stay under one command's 600 s
-# limit with the wheels' install (speedups 380 s, sdxl 160 s); throughput, rectifid and tf_ti2i have
-# records from the 2026-11-27 H100 run, and freegraftor fits a second call if device time is left.
+# Usage (from the repository root): bash benchmarks/gpu_all.sh [--quick] OUT_DIR [CHECK ...]
+# CHECK is any of: throughput speedups rectifid tf_ti2i table sdxl freegraftor. The default
+# (throughput speedups rectifid tf_ti2i table) is issue 30's device check: batched throughput up to
+# batch 32, every speed-up key and the GPU preset, RectifID and TF-TI2I, then the time-to-Table-1
+# record from the new records; its limits add up to under 540 s with the wheels' install (see LIMITS).
+# sdxl and freegraftor have their own records and fit a second call.
+# --quick: the same checks on the CPU with the tiny twins (seconds each; the tests run it), no wheels,
+# no nvidia-smi: a dry run of this script's wiring.
 # Packages the machine lacks travel as wheels in .whl/ (diffusers, hydra-core, omegaconf, antlr4,
 # open_clip_torch, ftfy, wcwidth, importlib_metadata, this project's own wheel): installed into
-# /tmp/site with --no-deps, so the machine's torch stays. Each script has its own time limit, so one
+# /tmp/site with --no-deps, so the machine's torch stays. Each check has its own time limit, so one
 # slow check cannot starve the others; the records land in OUT_DIR and are packed in records.tar.
 set -uo pipefail
-out=${1:?usage: gpu_all.sh OUT_DIR [CHECK ...]}
+quick=()
+if [[ ${1:-} == --quick ]]; then quick=(--quick); shift; fi
+out=${1:?usage: gpu_all.sh [--quick] OUT_DIR [CHECK ...]}
 shift
-checks=${*:-speedups sdxl}
+checks=${*:-throughput speedups rectifid tf_ti2i table}
+py=${PYTHON:-python3}  # the interpreter (the tests pass their own)
+
+# Batch sizes of the batched RectifID / TF-TI2I measurements (branch i30-batch): the flags their scripts
+# take go here, e.g. rectifid_args=(--batch-sizes 1 2 4); empty: each script's own defaults.
+rectifid_args=()
+tf_ti2i_args=(--pairs 1)  # one (TF-TI2I, plain) pair: about 33 s of SD3.5-large at 1024 px
+
 mkdir -p "$out/records"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+if [[ ${#quick[@]} -eq 0 ]]; then
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MONKEY_CACHE=/tmp/monkey-cache
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, diffusers, monkey; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MONKEY_CACHE=${MONKEY_CACHE:-/tmp/monkey-cache}
+"$py" -c "import torch, diffusers, monkey; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
 
 run() {  # run LIMIT_S NAME CMD...: one check, its log in OUT_DIR/records, never longer than LIMIT_S
     local limit=$1 name=$2; shift 2
@@ -29,16 +43,28 @@ run() {  # run LIMIT_S NAME CMD...: one check, its log in OUT_DIR/records, never
     timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/records/$name.log"
     echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
-cp results/benchmarks/gpu_throughput.json "$out/records/" 2>/dev/null  # its CPU section is kept, the GPU one replaced
+# the records the checks update a section of, and those time_to_table1 reads where a check is not run
+for record in gpu_throughput gpu_rectifid gpu_tf_ti2i; do
+    cp "results/benchmarks/$record.json" "$out/records/" 2>/dev/null
+done
+# LIMITS (seconds; each script's own budget sits inside its limit). --quick gives the speed-up keys a
+# budget below the compile reserve, so no inductor build runs on a CPU
+speedups_budget=200
+[[ ${#quick[@]} -gt 0 ]] && speedups_budget=60
 for check in $checks; do
     case $check in
-        throughput) run 270 gpu_throughput python3 benchmarks/gpu_throughput.py --budget-s 240 --out "$out/records" ;;
-        speedups) run 380 gpu_speedups python3 benchmarks/gpu_throughput.py --speedups --budget-s 340 --out "$out/records" ;;
-        sdxl) run 160 gpu_sdxl python3 benchmarks/gpu_sdxl.py --budget-s 125 --out "$out/records" ;;
-        rectifid) run 90 gpu_rectifid python3 benchmarks/gpu_rectifid.py --out "$out/records" ;;
-        tf_ti2i) run 120 gpu_tf_ti2i python3 benchmarks/gpu_tf_ti2i.py --out "$out/records" ;;
-        freegraftor) run 60 gpu_freegraftor python3 benchmarks/gpu_freegraftor.py --out "$out/records" ;;
-        *) echo "unknown check '$check' (allowed: throughput speedups sdxl rectifid tf_ti2i freegraftor)"; exit 2 ;;
+        throughput) run 90 gpu_throughput "$py" benchmarks/gpu_throughput.py "${quick[@]}" --budget-s 75 \
+            --rounds 2 --batch-sizes 8 16 32 --out "$out/records" ;;
+        speedups) run 220 gpu_speedups "$py" benchmarks/gpu_throughput.py "${quick[@]}" --speedups \
+            --budget-s "$speedups_budget" --speedup-pairs 2 --larger-batch 32 --no-plain-larger --out "$out/records" ;;
+        rectifid) run 45 gpu_rectifid "$py" benchmarks/gpu_rectifid.py "${quick[@]}" "${rectifid_args[@]}" \
+            --out "$out/records" ;;
+        tf_ti2i) run 90 gpu_tf_ti2i "$py" benchmarks/gpu_tf_ti2i.py "${quick[@]}" "${tf_ti2i_args[@]}" \
+            --out "$out/records" ;;
+        table) run 25 time_to_table1 "$py" benchmarks/time_to_table1.py --records "$out/records" --out "$out/records" ;;
+        sdxl) run 160 gpu_sdxl "$py" benchmarks/gpu_sdxl.py "${quick[@]}" --budget-s 125 --out "$out/records" ;;
+        freegraftor) run 60 gpu_freegraftor "$py" benchmarks/gpu_freegraftor.py --out "$out/records" ;;
+        *) echo "unknown check '$check' (allowed: throughput speedups rectifid tf_ti2i table sdxl freegraftor)"; exit 2 ;;
     esac
 done
 tar -C "$out" -cf "$out/records.tar" records && rm -rf "$out/records"

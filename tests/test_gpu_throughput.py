@@ -2,8 +2,11 @@
 and with the raw timings it records, MONKEY's early exit shows in its FLOPs, and the budget skips."""
 
 import json
+import os
 import re
 import statistics
+import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -78,19 +81,43 @@ def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benc
     record = json.loads(path.read_text())
     assert record["other"] == {"kept": True}  # the other sections stay
     variants = {v["variant"]: v for v in record["speedups_cpu"]["variants"]}
-    assert list(variants) == [name for name, _, _ in benchmark.SPEEDUP_VARIANTS]
+    assert list(variants) == [name for name, _, _ in benchmark.speedup_variants(4)]
+    assert {"cudnn_benchmark", "vae_dtype=bfloat16", "batch_size=4", "compile=reduce-overhead"} <= set(variants)
     for name in ("channels_last", "sdpa_backend=math", "sdpa_backend=flash"):  # the CPU's two SDPA backends
         v = variants[name]
         ratios = [t / p for t, p in zip(v["variant_s"], v["plain_s"], strict=True)]
         assert len(ratios) == 2 and v["variant_over_plain"] == pytest.approx(statistics.median(ratios))
         assert v["variant_images_per_s"] == pytest.approx(2 / statistics.median(v["variant_s"]))
         assert v["masks_equal"] and v["max_pixel_difference"] <= 2  # float rounding of other kernels only
+        assert v["within_bound"] and v["mean_pixel_difference"] <= v["max_pixel_difference"]
+    batch = variants["batch_size=4"]  # per image: a call of 4 images against a call of 2
+    ratios = [(t / 4) / (p / 2) for t, p in zip(batch["variant_s"], batch["plain_s"], strict=True)]
+    assert batch["variant_batch_size"] == 4 and batch["variant_over_plain"] == pytest.approx(statistics.median(ratios))
+    assert batch["variant_images_per_s"] == pytest.approx(4 / statistics.median(batch["variant_s"]))
+    # its first two items are the plain batch's (prompt, seed, subject): the same images up to batch rounding
+    assert batch["masks_equal"] and batch["max_pixel_difference"] <= 2
+    vae = variants["vae_dtype=bfloat16"]  # the decode in bfloat16 moves pixels, never the masks (pass 1's)
+    assert vae["masks_equal"] and 0 < vae["max_pixel_difference"] <= 255
+    assert vae["max_pixel_difference"] == parts_bf16(record)
     for name in ("sdpa_backend=efficient", "sdpa_backend=cudnn"):
         assert f"runtime.sdpa_backend='{name.split('=')[1]}' has no kernel" in variants[name]["error"]
     assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]
     assert "budget" in variants["compile=default"]["skipped"]
     assert variants["compile=reduce-overhead"]["skipped"] == "needs a CUDA device"
     assert variants["cudnn_benchmark"]["skipped"] == "needs a CUDA device"
+    assert record["speedups_cpu"]["settings"]["image_bound"] == {
+        "mean_pixel_difference": 2.0,
+        "mask_cells_differing": 0.01,
+    }
+    for v in variants.values():  # the bound, applied to every measured key
+        if "variant_over_plain" in v:
+            assert v["within_bound"] == (v["mean_pixel_difference"] <= 2.0 and v["mask_cells_differing"] <= 0.01)
+    preset = record["speedups_cpu"]["preset"]  # whatever this loaded CPU found faster: the rule, applied
+    assert preset["keys"] == benchmark.choose_preset(list(variants.values()))
+    ip = preset.get("against_ip_adapter")
+    if ip is not None:
+        ratios = [m / i for m, i in zip(ip["seconds"]["monkey"], ip["seconds"]["ip_adapter"], strict=True)]
+        assert ip["monkey_over_ip_adapter"] == pytest.approx(statistics.median(ratios))
     parts = record["speedups_cpu"]["parts"]  # the plain batch's parts, each timed alone
     assert parts["batch_size"] == 2 and set(parts["median_s"]) == {
         "text_encoder",
@@ -115,14 +142,69 @@ def test_speedups_section_times_each_key_in_pairs_and_lists_what_it_skipped(benc
     assert f"No key, batch 4 (median of 2 rotating rounds): IP-Adapter {ip_rate:.2f}" in text
 
 
-def test_gpu_all_default_checks_fit_one_device_call():
-    """benchmarks/gpu_all.sh runs as one device command, which is killed at 600 s: the time limits of its
-    default checks, plus the wheels' install, must stay under that, or the records never get packed."""
+def parts_bf16(record):
+    """The bf16 VAE's largest pixel change as `time_parts` measured it (another copy of the same VAE)."""
+    return record["speedups_cpu"]["parts"]["vae_bf16_max_pixel_difference"]
+
+
+def test_gpu_all_default_checks_fit_the_device_command():
+    """benchmarks/gpu_all.sh is one device command, which must finish in 540 s: the time limits of its
+    default checks, each with timeout's 10 s grace to kill, plus the wheels' install, stay under that."""
     script = (SCRIPT.parent / "gpu_all.sh").read_text()
-    defaults = re.search(r"checks=\$\{\*:-([a-z_ ]+)\}", script).group(1).split()
+    defaults = re.search(r"checks=\$\{\*:-([a-z_0-9 ]+)\}", script).group(1).split()
     limits = dict(re.findall(r"^\s+([a-z_0-9]+)\) run (\d+) ", script, flags=re.MULTILINE))
-    assert set(defaults) <= set(limits) and "speedups" in defaults  # issue 20's compile modes come first
-    assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 600
+    assert defaults == ["throughput", "speedups", "rectifid", "tf_ti2i", "table"]  # issue 30's device check
+    assert sum(int(limits[check]) for check in defaults) + 10 * len(defaults) + 20 <= 540
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# stands in for python: logs each command line; a benchmark writes a record named after its script
+echo "$*" >> "$CALLS"
+if [[ $1 == benchmarks/* ]]; then
+    for ((i = 1; i <= $#; i++)); do
+        [[ ${!i} == --out ]] && j=$((i + 1)) && touch "${!j}/$(basename "$1" .py).json"
+    done
+fi
+"""
+
+
+def test_gpu_all_quick_runs_every_default_check_with_quick_and_packs_the_records(tmp_path, benchmark):
+    """The dry run's wiring, with a stand-in interpreter: every default check in order, each with --quick
+    where its script takes it and --out in the records folder, the records packed; and the flags given to
+    this project's own scripts are ones they accept."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls, out = tmp_path / "calls", tmp_path / "out"
+    env = {**os.environ, "PYTHON": str(fake), "CALLS": str(calls)}
+    result = subprocess.run(
+        ["bash", str(SCRIPT.parent / "gpu_all.sh"), "--quick", str(out)],
+        cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("-c import torch")  # the versions line; no nvidia-smi, no wheels
+    runs = [line.split() for line in lines[1:]]
+    assert [r[0] for r in runs] == [
+        "benchmarks/gpu_throughput.py",
+        "benchmarks/gpu_throughput.py",
+        "benchmarks/gpu_rectifid.py",
+        "benchmarks/gpu_tf_ti2i.py",
+        "benchmarks/time_to_table1.py",
+    ]
+    records = str(out / "records")
+    for r in runs:
+        assert r[r.index("--out") + 1] == records
+    assert all("--quick" in r for r in runs[:4]) and "--speedups" in runs[1]
+    # the speed-up keys get a budget below the compile reserve: no inductor build on a CPU
+    assert float(runs[1][runs[1].index("--budget-s") + 1]) < benchmark.COMPILE_RESERVE_S
+    args = benchmark.parse_args(runs[1][1:])
+    assert args.speedups and args.larger_batch == 32 and not args.plain_larger
+    assert runs[4][runs[4].index("--records") + 1] == records  # the table from the records just made
+    with tarfile.open(out / "records.tar") as tar:
+        names = set(tar.getnames())
+    assert {"records/gpu_throughput.json", "records/time_to_table1.json", "records/gpu_speedups.log"} <= names
+    assert not (out / "records").exists()
 
 
 def test_cpu_breakdown_parts_add_up_to_the_monkey_figure(benchmark, tmp_path):
@@ -146,3 +228,44 @@ def test_a_spent_speedups_budget_skips_every_key_but_still_records_the_cuda_grap
     assert "runtime.cuda_graphs=true is refused" in variants["cuda_graphs"]["error"]  # costs no time
     for name in ("sdpa_backend=flash", "compile=default", "channels_last"):
         assert variants[name]["skipped"].startswith("budget:")
+
+
+def variant(keys, ratio, mean=0.5, cells=0.0, **extra):
+    result = {"variant": "x", "keys": keys, "variant_over_plain": ratio, "mean_pixel_difference": mean}
+    result |= {"mask_cells_differing": cells, **extra}
+    result["within_bound"] = within_bound(result)
+    return result
+
+
+def within_bound(result):
+    from throughput.preset import within_bound as rule
+
+    return rule(result)
+
+
+def test_the_preset_keeps_per_axis_the_fastest_key_within_the_image_bound(benchmark):
+    results = [
+        variant({"cudnn_benchmark": True}, 0.90),
+        variant({"sdpa_backend": "flash"}, 0.95),
+        variant({"sdpa_backend": "efficient"}, 0.93),  # the faster backend of the two
+        variant({"compile": "default"}, 0.80, mean=2.5),  # fast, but its images moved past the bound
+        variant({"compile": "reduce-overhead"}, 0.85, cells=0.02),  # its masks moved past the bound
+        variant({"channels_last": True}, 0.99),  # within noise of the plain run
+        variant({"vae_dtype": "bfloat16"}, 0.97, mean=2.0),  # on the bound is within it
+        variant({"batch_size": 32}, 0.70),
+        {"variant": "flash", "keys": {"sdpa_backend": "cudnn"}, "error": "no kernel"},
+        {"variant": "c", "keys": {"compile": "max-autotune-no-cudagraphs"}, "skipped": "budget"},
+        variant({"cudnn_benchmark": True, "batch_size": 32}, 0.5),  # a combination is no axis of its own
+    ]
+    keys = benchmark.choose_preset(results)
+    assert keys == {
+        "sdpa_backend": "efficient",
+        "cudnn_benchmark": True,
+        "vae_dtype": "bfloat16",
+        "batch_size": 32,
+    }
+    assert benchmark.preset_overrides(keys) == (
+        "runtime.sdpa_backend=efficient runtime.cudnn_benchmark=true runtime.vae_dtype=bfloat16 "
+        "generation.batch_size=32"
+    )
+    assert benchmark.choose_preset([variant({"cudnn_benchmark": True}, 1.01)]) == {}

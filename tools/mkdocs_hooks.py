@@ -12,6 +12,7 @@ from pathlib import Path
 
 RECORDS = Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 MARKER = "<!-- benchmark records -->"
+ONE_RECORD = re.compile(r"<!-- benchmark record: ([a-z0-9_]+) -->")  # one record on a page of its own topic
 
 
 def record_markdown(path: Path) -> str:
@@ -32,5 +33,5 @@ def records_markdown(folder: Path = RECORDS) -> str:
 
 def on_page_markdown(markdown: str, page, config, files) -> str:  # MkDocs hook signature
     if MARKER in markdown:
-        return markdown.replace(MARKER, records_markdown())
-    return markdown
+        markdown = markdown.replace(MARKER, records_markdown())
+    return ONE_RECORD.sub(lambda match: record_markdown(RECORDS / f"{match.group(1)}.md"), markdown)

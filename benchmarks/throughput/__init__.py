@@ -1,0 +1,1 @@
+"""The pieces of benchmarks/gpu_throughput.py, one module per concern (see its docstring)."""
