@@ -224,8 +224,10 @@ def run(
             peaks[name].append(peak)
         times.append([seconds["tf_ti2i"], seconds["plain"]])
         ratio = seconds["tf_ti2i"] / seconds["plain"]
-        print(f"  pair {index + 1}/{pairs}: tf_ti2i {times[-1][0]:.2f} s, plain {times[-1][1]:.2f} s "
-              f"(ratio {ratio:.3f})", flush=True)
+        print(
+            f"  pair {index + 1}/{pairs}: tf_ti2i {times[-1][0]:.2f} s, plain {times[-1][1]:.2f} s (ratio {ratio:.3f})",
+            flush=True,
+        )
     peak = {name: max(values, key=lambda p: p["peak_mib"]) for name, values in peaks.items()}
     return {
         "tf_ti2i_s_median": statistics.median(a for a, _ in times),
@@ -244,15 +246,19 @@ def measure(model: str, device: torch.device, dtype: torch.dtype, size: int, ste
     pipe = tiny_twin_pipeline(device) if model == "tiny_sd3" else real_shape_pipeline(device, dtype, blocks)
     built_s = time.perf_counter() - start
     params = sum(p.numel() for p in pipe.transformer.parameters())
-    print(f"{model}: transformer {len(pipe.transformer.transformer_blocks)} blocks, {params / 1e9:.2f} B parameters, "
-          f"built in {built_s:.1f} s on {device} ({dtype})", flush=True)
+    print(
+        f"{model}: transformer {len(pipe.transformer.transformer_blocks)} blocks, {params / 1e9:.2f} B parameters, "
+        f"built in {built_s:.1f} s on {device} ({dtype})",
+        flush=True,
+    )
     figures = run(pipe, device, size, steps, pairs)
     return {
         "model": model,
         "transformer_blocks": len(pipe.transformer.transformer_blocks),
         "transformer_parameters": params,
-        "text_encoders": "tiny_sd3's own (CLIP-L, CLIP-G, T5)" if model == "tiny_sd3" else
-        "tiny random CLIP-L/CLIP-G (pooled 2048), T5 dropped (zeros, 256 tokens)",
+        "text_encoders": "tiny_sd3's own (CLIP-L, CLIP-G, T5)"
+        if model == "tiny_sd3"
+        else "tiny random CLIP-L/CLIP-G (pooled 2048), T5 dropped (zeros, 256 tokens)",
         "size": size,
         "steps": steps,
         "guidance_scale": 3.5,
@@ -338,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     model = "tiny_sd3" if args.quick else "sd35_large_shape"
     case = measure(model, device, dtype, size, steps, pairs, args.blocks)
     note = "Random weights: the figures time the architecture, not image quality."
-    path = write_record(record_for([case], device, "benchmarks/gpu_tf_ti2i.py", note), args.out,
-                        "gpu_tf_ti2i_quick" if args.quick else "gpu_tf_ti2i")
+    path = write_record(
+        record_for([case], device, "benchmarks/gpu_tf_ti2i.py", note),
+        args.out,
+        "gpu_tf_ti2i_quick" if args.quick else "gpu_tf_ti2i",
+    )
     print(path.read_text())
     return 0
 
