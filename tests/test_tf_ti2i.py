@@ -401,7 +401,7 @@ def test_gpu_check_script_runs_quick_on_cpu_and_records_its_figures(tmp_path):
     from conftest import load_benchmark
 
     script = load_benchmark("gpu_tf_ti2i")
-    assert script.main(["--quick", "--out", str(tmp_path), "--pairs", "2"]) == 0
+    assert script.main(["--quick", "--out", str(tmp_path), "--pairs", "2", "--batches", "1,2"]) == 0
     record = json.loads((tmp_path / "gpu_tf_ti2i_quick.json").read_text())
     case = record["cases"][0]
     assert (case["model"], case["transformer_blocks"], case["size"], case["steps"]) == ("tiny_sd3", 3, 64, 2)
@@ -410,7 +410,14 @@ def test_gpu_check_script_runs_quick_on_cpu_and_records_its_figures(tmp_path):
     assert figures["time_ratio_median"] == pytest.approx(statistics.median(a / b for a, b in figures["pairs_s"]))
     peak = figures["peak_memory"]
     assert figures["memory_ratio"] == pytest.approx(peak["tf_ti2i"]["peak_mib"] / peak["plain"]["peak_mib"])
-    assert "| tiny_sd3 | 3 | 64 | 2 |" in (tmp_path / "gpu_tf_ti2i_quick.md").read_text()
+    text = (tmp_path / "gpu_tf_ti2i_quick.md").read_text()
+    assert "| tiny_sd3 | 3 | 64 | 2 |" in text
+    sweep = record["batches"]  # the images/s sweep of issue 30 point 2
+    assert (sweep["size"], sweep["steps"], [row["batch"] for row in sweep["rows"]]) == (64, 2, [1, 2])
+    for row in sweep["rows"]:
+        assert row["images_per_s"] == pytest.approx(row["batch"] / row["seconds"])
+        assert row["speedup_vs_batch_1"] == pytest.approx(row["images_per_s"] / sweep["rows"][0]["images_per_s"])
+    assert not sweep["skipped"] and "| 2 | " in text.split("Several items per call")[1]
 
 
 def test_tiny_sd3_twin_has_the_hub_layout_and_whole_word_tokenizers(stock_pipe):
