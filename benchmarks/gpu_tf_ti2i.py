@@ -11,6 +11,13 @@ the transformer sees the real 77 + 256 = 333 text tokens; text encoding is a neg
     python benchmarks/gpu_tf_ti2i.py --size 512 --steps 10 --out /tmp/rec
     python benchmarks/gpu_tf_ti2i.py --quick              # CPU: the tiny SD3 twin (the tests run this)
     python benchmarks/gpu_tf_ti2i.py --device cpu --blocks 2 --size 256 --steps 4   # real shape, 2 blocks
+    python benchmarks/gpu_tf_ti2i.py --batches 1,2,4,8 --batch-steps 10   # + images/s at several items per call
+
+With `--batches` (issue 30 point 2), after the comparison: TF-TI2I with B items per call (B main and B
+reference branches per CFG half; B different seeds, one subject image) at `--batch-steps` steps (default:
+--steps), one warm-up call at batch 1 and one timed call per batch size: images per second and the
+speed-up over batch 1. A batch that runs out of GPU memory is recorded as such and larger ones skipped;
+no batch run starts after `--budget-s`.
 
 "Plain" is `StableDiffusion3Pipeline.__call__` itself; "TF-TI2I" is baselines/tf_ti2i's loop (batch
 [main, reference] per CFG half, reference VAE-encoded once and forward-noised every step, contextual
@@ -180,11 +187,6 @@ def run(
 ) -> dict[str, Any]:
     """Time and measure both samplers on one pipeline, interleaved in ABBA order (so a drifting
     machine load hits both alike), after a 2-step warm-up of each; returns the figures."""
-    import_repo()
-    from monkey.baselines.tf_ti2i.sampling import References, SamplingSettings, decode, encode_reference, sample_tf_ti2i
-
-    generator = torch.Generator("cpu").manual_seed(0)
-    reference_pixels = torch.rand(1, 3, size, size, generator=generator) * 2 - 1  # a stand-in subject image
 
     def plain(count: int = steps) -> Any:
         return pipe(
@@ -197,16 +199,7 @@ def run(
         ).images
 
     def tf_ti2i(count: int = steps) -> Any:
-        settings = SamplingSettings(num_inference_steps=count, guidance_scale=3.5)
-        references = References(
-            latents=encode_reference(pipe, reference_pixels, device),  # once per image, as the method
-            prompts=[PROMPT],
-            generators=[torch.Generator("cpu").manual_seed(1)],
-        )
-        latents = sample_tf_ti2i(
-            pipe, [PROMPT], [torch.Generator("cpu").manual_seed(0)], size, size, settings, references, device
-        )
-        return decode(pipe, latents)
+        return tf_ti2i_call(pipe, device, size, count, 1)
 
     print("warm-up (2 steps each) ...", flush=True)
     tf_ti2i(min(2, steps))
@@ -224,8 +217,10 @@ def run(
             peaks[name].append(peak)
         times.append([seconds["tf_ti2i"], seconds["plain"]])
         ratio = seconds["tf_ti2i"] / seconds["plain"]
-        print(f"  pair {index + 1}/{pairs}: tf_ti2i {times[-1][0]:.2f} s, plain {times[-1][1]:.2f} s "
-              f"(ratio {ratio:.3f})", flush=True)
+        print(
+            f"  pair {index + 1}/{pairs}: tf_ti2i {times[-1][0]:.2f} s, plain {times[-1][1]:.2f} s (ratio {ratio:.3f})",
+            flush=True,
+        )
     peak = {name: max(values, key=lambda p: p["peak_mib"]) for name, values in peaks.items()}
     return {
         "tf_ti2i_s_median": statistics.median(a for a, _ in times),
@@ -238,21 +233,79 @@ def run(
     }
 
 
+def tf_ti2i_call(pipe: diffusers.StableDiffusion3Pipeline, device: torch.device, size: int, steps: int, batch: int):
+    """One TF-TI2I call of `batch` items (main seeds 0..B-1, one stand-in subject image VAE-encoded in the
+    call, as the method encodes it once per subject and size), decoded: B PIL images."""
+    import_repo()
+    from monkey.baselines.tf_ti2i.sampling import References, SamplingSettings, decode, encode_reference, sample_tf_ti2i
+
+    generator = torch.Generator("cpu").manual_seed(0)
+    reference_pixels = torch.rand(1, 3, size, size, generator=generator) * 2 - 1  # a stand-in subject image
+    settings = SamplingSettings(num_inference_steps=steps, guidance_scale=3.5)
+    latent = encode_reference(pipe, reference_pixels, device)
+    references = References(
+        latents=torch.cat([latent] * batch),
+        prompts=[PROMPT] * batch,
+        generators=[torch.Generator("cpu").manual_seed(1 + 1000 * k) for k in range(batch)],
+    )
+    generators = [torch.Generator("cpu").manual_seed(k) for k in range(batch)]
+    latents = sample_tf_ti2i(pipe, [PROMPT] * batch, generators, size, size, settings, references, device)
+    return decode(pipe, latents)
+
+
+def batch_sweep(
+    pipe: diffusers.StableDiffusion3Pipeline,
+    device: torch.device,
+    size: int,
+    steps: int,
+    batches: list[int],
+    budget_s: float,
+    started: float,
+) -> dict[str, Any]:
+    """Images per second of TF-TI2I at each batch size (one timed call each after a batch-1 warm-up)."""
+    memory = PeakMemory(device)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    tf_ti2i_call(pipe, device, size, min(2, steps), 1)  # warm-up
+    out_of_memory = False
+    for batch in batches:
+        if out_of_memory or time.perf_counter() - started > budget_s:
+            skipped.append({"batch": batch, "why": "out of memory" if out_of_memory else "time budget"})
+            continue
+        try:
+            seconds, peak = measured(lambda batch=batch: tf_ti2i_call(pipe, device, size, steps, batch), memory)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True
+            skipped.append({"batch": batch, "why": "out of memory"})
+            torch.cuda.empty_cache()
+            continue
+        rows.append({"batch": batch, "seconds": seconds, "images_per_s": batch / seconds, "peak_memory": peak})
+        print(f"  batch {batch}: {seconds:.2f} s, {batch / seconds:.4f} images/s", flush=True)
+    base = next((row for row in rows if row["batch"] == 1), None)
+    for row in rows:
+        row["speedup_vs_batch_1"] = row["images_per_s"] / base["images_per_s"] if base else None
+    return {"size": size, "steps": steps, "rows": rows, "skipped": skipped}
+
+
 def measure(model: str, device: torch.device, dtype: torch.dtype, size: int, steps: int, pairs: int, blocks: int):
-    """One benchmark case: build the pipeline, run both samplers, return the record entry."""
+    """One benchmark case: build the pipeline, run both samplers; the record entry and the pipeline."""
     start = time.perf_counter()
     pipe = tiny_twin_pipeline(device) if model == "tiny_sd3" else real_shape_pipeline(device, dtype, blocks)
     built_s = time.perf_counter() - start
     params = sum(p.numel() for p in pipe.transformer.parameters())
-    print(f"{model}: transformer {len(pipe.transformer.transformer_blocks)} blocks, {params / 1e9:.2f} B parameters, "
-          f"built in {built_s:.1f} s on {device} ({dtype})", flush=True)
+    print(
+        f"{model}: transformer {len(pipe.transformer.transformer_blocks)} blocks, {params / 1e9:.2f} B parameters, "
+        f"built in {built_s:.1f} s on {device} ({dtype})",
+        flush=True,
+    )
     figures = run(pipe, device, size, steps, pairs)
     return {
         "model": model,
         "transformer_blocks": len(pipe.transformer.transformer_blocks),
         "transformer_parameters": params,
-        "text_encoders": "tiny_sd3's own (CLIP-L, CLIP-G, T5)" if model == "tiny_sd3" else
-        "tiny random CLIP-L/CLIP-G (pooled 2048), T5 dropped (zeros, 256 tokens)",
+        "text_encoders": "tiny_sd3's own (CLIP-L, CLIP-G, T5)"
+        if model == "tiny_sd3"
+        else "tiny random CLIP-L/CLIP-G (pooled 2048), T5 dropped (zeros, 256 tokens)",
         "size": size,
         "steps": steps,
         "guidance_scale": 3.5,
@@ -260,7 +313,7 @@ def measure(model: str, device: torch.device, dtype: torch.dtype, size: int, ste
         "pairs": pairs,
         "build_s": built_s,
         "figures": figures,
-    }
+    }, pipe
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -286,6 +339,25 @@ def markdown(record: dict[str, Any]) -> str:
             f"({f['memory_above_start_ratio']:.3f}) |"
         )
     lines += ["", "Text encoders: " + "; ".join(f"{c['model']}: {c['text_encoders']}" for c in record["cases"]), ""]
+    sweep = record.get("batches")
+    if sweep:
+        lines += [
+            f"Several items per call (issue 30 point 2): TF-TI2I alone, {sweep['size']} px, {sweep['steps']} steps, "
+            "one timed call per batch size after a warm-up; images/s = items / seconds of the call (reference "
+            "encoding and decode included); x batch 1.",
+            "",
+            "| items per call | s / call | images / s | x batch 1 | peak MiB (above loaded model) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in sweep["rows"]:
+            speedup = f"{row['speedup_vs_batch_1']:.2f}" if row["speedup_vs_batch_1"] is not None else "-"
+            peak = row["peak_memory"]
+            lines.append(
+                f"| {row['batch']} | {row['seconds']:.3f} | {row['images_per_s']:.4f} | {speedup} | "
+                f"{peak['peak_mib']:.0f} ({peak['above_start_mib']:.0f}) |"
+            )
+        lines += [f"| {skip['batch']} | skipped: {skip['why']} | | | |" for skip in sweep["skipped"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -326,7 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=38, help="joint blocks of the real shape (38 = all)")
     parser.add_argument("--pairs", type=int, default=None, help="interleaved pairs (default 2; --quick 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    parser.add_argument("--batches", default=None, help="items per call of the images/s sweep, e.g. 1,2,4,8")
+    parser.add_argument("--batch-steps", type=int, default=None, help="steps of the sweep's calls (default --steps)")
+    parser.add_argument("--budget-s", type=float, default=400.0, help="no sweep call starts after this many seconds")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else []
+    if any(b < 1 for b in batches):
+        parser.error(f"--batches {batches}: every batch size must be >= 1")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     else:
@@ -336,10 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.quick else 28)
     pairs = args.pairs or (1 if args.quick else 2)
     model = "tiny_sd3" if args.quick else "sd35_large_shape"
-    case = measure(model, device, dtype, size, steps, pairs, args.blocks)
+    case, pipe = measure(model, device, dtype, size, steps, pairs, args.blocks)
     note = "Random weights: the figures time the architecture, not image quality."
-    path = write_record(record_for([case], device, "benchmarks/gpu_tf_ti2i.py", note), args.out,
-                        "gpu_tf_ti2i_quick" if args.quick else "gpu_tf_ti2i")
+    record = record_for([case], device, "benchmarks/gpu_tf_ti2i.py", note)
+    if batches:
+        record["batches"] = batch_sweep(pipe, device, size, args.batch_steps or steps, batches, args.budget_s, started)
+    path = write_record(record, args.out, "gpu_tf_ti2i_quick" if args.quick else "gpu_tf_ti2i")
     print(path.read_text())
     return 0
 

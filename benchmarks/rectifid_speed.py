@@ -14,8 +14,12 @@ threshold fixed, as in monkey_speed.py), total and above the loaded models.
 
     python benchmarks/rectifid_speed.py                 # 256 px, 2 timed iterations
     python benchmarks/rectifid_speed.py --iterations 3 --size 256
+    python benchmarks/rectifid_speed.py --quick --batch 4 --iterations 3 --pairs 3   # batch 4 vs 4 x batch 1
 
-Writes results/benchmarks/rectifid_speed.json and .md.
+Writes results/benchmarks/rectifid_speed.json and .md. With `--batch N` (issue 30 point 2) it measures
+instead N items in one guided call against the same N items one call each (the same seeds, prompts and
+reference), interleaved in ABBA pairs, each call `--iterations` guided iterations plus the final pass
+(nothing extrapolated), and writes rectifid_speed_batch.json and .md.
 """
 
 import argparse
@@ -27,7 +31,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchtools import PeakMemory, git_commit, machine, timed
+from benchtools import PeakMemory, git_commit, interleaved, machine, timed
 from monkey_speed import MMAP_ENV, build_pipeline
 
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
@@ -35,7 +39,7 @@ if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch alloca
 
 import diffusers
 import torch
-from gpu_rectifid import guided_run
+from gpu_rectifid import PROMPTS, batch_inputs, guided_run
 from monkey.baselines.rectifid.guidance import GuidanceSettings, PeRFlowSampler
 from PIL import Image
 from rectifid_arch import ROOT, identity_loss, perflow_pipeline, perflow_scheduler, sd15_unet
@@ -49,12 +53,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny twins (a smoke test of the script)")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--target-iterations", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "rectifid_speed.json")
+    parser.add_argument("--batch", type=int, default=None, help="items per guided call against one call each")
+    parser.add_argument("--pairs", type=int, default=3, help="ABBA pairs of the --batch comparison")
+    parser.add_argument("--out", type=Path, default=None, help="default results/benchmarks/rectifid_speed[_batch].json")
     args = parser.parse_args()
     args.size = args.size or (64 if args.quick else 256)
+    stem = "rectifid_speed_batch" if args.batch else "rectifid_speed"
+    args.out = args.out or ROOT / "results" / "benchmarks" / f"{stem}.json"
     device, dtype = torch.device("cpu"), torch.float32
     torch.set_flush_denormal(True)
     load_start = os.getloadavg()
+    if args.batch:
+        batch_comparison(args, device, dtype, load_start)
+        return
     if args.quick:
         ip_pipe, pipe, image_embed_dim = tiny_pipelines(device, dtype)
     else:
@@ -115,7 +126,7 @@ def main() -> None:
         result = {}
         peak = memory.measure(
             lambda settings=settings, result=result: result.update(
-                guided_run(sampler, loss, reference, noise, embeds, settings, device)
+                guided_run(sampler, loss, [reference], noise, embeds, settings, device)
             )
         )
         per_iteration = statistics.median(result["iteration_s"])
@@ -161,6 +172,96 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
+
+
+def batch_comparison(args, device: torch.device, dtype: torch.dtype, load_start) -> None:
+    """N items in one guided call against the same N items one call each, ABBA pairs; seconds per image."""
+    with tempfile.TemporaryDirectory(prefix="rectifid-speed-") as folder:
+        pipe = perflow_pipeline(Path(folder), device, dtype, quick=args.quick)
+    loss = identity_loss(device, dtype, quick=args.quick)
+    sampler = PeRFlowSampler(pipe, num_inference_steps=4, guidance_scale=3.0)
+    reference = loss.reference(Image.new("RGB", (512, 512), (180, 120, 60)), "a photo of a dog", device)
+    noise, embeds, references = batch_inputs(sampler, reference, args.size, args.batch, device, dtype)
+    prompts = [PROMPTS[k % len(PROMPTS)] for k in range(args.batch)]  # batch_inputs' prompts, item by item
+    alone_inputs = [(noise[k : k + 1], sampler.text_embeds(prompts[k], device), [reference]) for k in range(args.batch)]
+    settings = GuidanceSettings(iterations=args.iterations)
+
+    def batched():
+        return guided_run(sampler, loss, references, noise, embeds, settings, device)
+
+    def one_by_one():
+        return [guided_run(sampler, loss, refs, n, e, settings, device) for n, e, refs in alone_inputs]
+
+    print(f"warm-up, then {args.pairs} pairs: batch {args.batch} vs {args.batch} x batch 1 ...", flush=True)
+    batched()
+    memory = PeakMemory(device)
+    peak = {"batched": memory.measure(batched), "one_by_one": memory.measure(one_by_one)}
+    pairs = interleaved(batched, one_by_one, args.pairs, device, f"batch {args.batch}/one by one")
+    per_image = {
+        "batched": statistics.median(a for a, _ in pairs) / args.batch,
+        "one_by_one": statistics.median(b for _, b in pairs) / args.batch,
+    }
+    record = {
+        "benchmark": "rectifid_speed_batch",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(device),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+        "settings": {
+            "size": args.size,
+            "quick": args.quick,
+            "dtype": "float32",
+            "batch": args.batch,
+            "iterations": args.iterations,
+            "pairs": args.pairs,
+            "models": "tiny twins" if args.quick else "PeRFlow SD1.5 / OWL-ViT B/32 / DINOv2 ViT-B/14 shapes",
+        },
+        "pairs_s": pairs,  # (one call of N items, N calls of one item)
+        "seconds_per_image": per_image,
+        "speedup_median": statistics.median(b / a for a, b in pairs),
+        "peak_memory": peak,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(batch_markdown(record))
+    print(batch_markdown(record))
+
+
+def batch_markdown(record: dict) -> str:
+    s, load = record["settings"], record["load_average"]
+    per_image, peak = record["seconds_per_image"], record["peak_memory"]
+    pairs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in record["pairs_s"])
+    return "\n".join(
+        [
+            "# RectifID: several items per guided call against one call each (benchmarks/rectifid_speed.py --batch)",
+            "",
+            f"{record['date']}, commit {record['commit']}; {record['machine']['processor']}, "
+            f"{record['machine']['logical_cpus']} logical CPUs, torch threads {record['machine']['torch_threads']}, "
+            f"device cpu; torch {record['versions']['torch']}, diffusers {record['versions']['diffusers']}. "
+            f"Load average at start {tuple(round(x, 2) for x in load['start'])}, at end "
+            f"{tuple(round(x, 2) for x in load['end'])}: a shared machine, so seconds are noisy; the two sides ran "
+            "in interleaved ABBA pairs and the speed-up is the median of the pairs' ratios.",
+            "",
+            (
+                "QUICK MODE: tiny twins, the figures time the harness's code path, not the real models. "
+                if s["quick"]
+                else ""
+            )
+            + f"{s['models']}, {s['size']} px, float32, {s['iterations']} guided iterations plus the final pass "
+            f"per call (nothing extrapolated), {s['pairs']} pairs.",
+            "",
+            "| items | s / image, one call of all | s / image, one call each | speed-up (median of pairs) "
+            "| peak RSS MiB, batched / one by one |",
+            "|---|---|---|---|---|",
+            f"| {s['batch']} | {per_image['batched']:.3f} | {per_image['one_by_one']:.3f} | "
+            f"{record['speedup_median']:.2f} | {peak['batched']['peak_mib']:.0f} / "
+            f"{peak['one_by_one']['peak_mib']:.0f} |",
+            "",
+            f"Pairs (s, batched/one by one): {pairs}.",
+            "",
+        ]
+    )
 
 
 def tiny_pipelines(device: torch.device, dtype: torch.dtype):

@@ -9,11 +9,14 @@ and size (benchmarks/gpu_tf_ti2i.py does the measuring):
 
     python benchmarks/tf_ti2i_speed.py                  # a few minutes on 2 cores
     python benchmarks/tf_ti2i_speed.py --blocks 4 --size 256
+    python benchmarks/tf_ti2i_speed.py --batch 4 --tiny-pairs 3   # tiny twin: 4 items in one call vs one each
 
 Peak memory is the process's resident set sampled every 2 ms, with glibc's mmap threshold fixed so
 freed tensors leave the RSS (the script re-executes itself with MALLOC_MMAP_THRESHOLD_ set), so
 each sampler's own allocations show above the loaded model. Writes
-results/benchmarks/tf_ti2i_speed.json and .md.
+results/benchmarks/tf_ti2i_speed.json and .md. With `--batch N` (issue 30 point 2) it measures instead,
+on the tiny twin (`--tiny-size`, `--tiny-steps`), N items in one TF-TI2I call against the same N items
+one call each, interleaved in ABBA pairs (`--tiny-pairs`), and writes tf_ti2i_speed_batch.json and .md.
 """
 
 import argparse
@@ -25,8 +28,12 @@ MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
 
+import json  # noqa: E402
+import statistics  # noqa: E402
+
 import torch  # noqa: E402
-from gpu_tf_ti2i import ROOT, measure, record_for, write_record  # noqa: E402
+from benchtools import PeakMemory, interleaved, provenance  # noqa: E402
+from gpu_tf_ti2i import ROOT, measure, record_for, tf_ti2i_call, tiny_twin_pipeline, write_record  # noqa: E402
 
 
 def main() -> int:
@@ -38,12 +45,15 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128, help="px of the real-shape case")
     parser.add_argument("--steps", type=int, default=2, help="steps of the real-shape case")
     parser.add_argument("--pairs", type=int, default=2, help="interleaved pairs of the real-shape case")
+    parser.add_argument("--batch", type=int, default=None, help="items in one call against one call each (tiny)")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     args = parser.parse_args()
     device = torch.device("cpu")
+    if args.batch:
+        return batch_comparison(args, device)
     cases = [
-        measure("tiny_sd3", device, torch.float32, args.tiny_size, args.tiny_steps, args.tiny_pairs, 0),
-        measure("sd35_large_shape", device, torch.float32, args.size, args.steps, args.pairs, args.blocks),
+        measure("tiny_sd3", device, torch.float32, args.tiny_size, args.tiny_steps, args.tiny_pairs, 0)[0],
+        measure("sd35_large_shape", device, torch.float32, args.size, args.steps, args.pairs, args.blocks)[0],
     ]
     note = (
         "CPU, fp32, shared with other engineers' jobs (see the load average): absolute seconds are inflated, "
@@ -53,6 +63,76 @@ def main() -> int:
     path = write_record(record_for(cases, device, "benchmarks/tf_ti2i_speed.py", note), args.out, "tf_ti2i_speed")
     print(path.read_text())
     return 0
+
+
+def batch_comparison(args, device: torch.device) -> int:
+    """N items in one call against N calls of one item each, on the tiny twin; seconds per image."""
+    load_start = os.getloadavg()
+    pipe = tiny_twin_pipeline(device)
+    size, steps, count = args.tiny_size, args.tiny_steps, args.batch
+
+    def batched():
+        return tf_ti2i_call(pipe, device, size, steps, count)
+
+    def one_by_one():
+        return [tf_ti2i_call(pipe, device, size, steps, 1) for _ in range(count)]
+
+    print(f"warm-up, then {args.tiny_pairs} pairs: batch {count} vs {count} x batch 1 ...", flush=True)
+    batched()
+    memory = PeakMemory(device)
+    peak = {"batched": memory.measure(batched), "one_by_one": memory.measure(one_by_one)}
+    pairs = interleaved(batched, one_by_one, args.tiny_pairs, device, f"batch {count}/one by one")
+    record = {
+        "benchmark": "tf_ti2i_speed_batch",
+        **provenance(device, load_start),
+        "settings": {"model": "tiny_sd3", "size": size, "steps": steps, "batch": count, "pairs": args.tiny_pairs},
+        "pairs_s": pairs,  # (one call of N items, N calls of one item)
+        "seconds_per_image": {
+            "batched": statistics.median(a for a, _ in pairs) / count,
+            "one_by_one": statistics.median(b for _, b in pairs) / count,
+        },
+        "speedup_median": statistics.median(b / a for a, b in pairs),
+        "peak_memory": peak,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tf_ti2i_speed_batch.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "tf_ti2i_speed_batch.md").write_text(batch_markdown(record))
+    print(batch_markdown(record))
+    return 0
+
+
+def batch_markdown(record: dict) -> str:
+    s, machine = record["settings"], record["machine"]
+    per_image, peak = record["seconds_per_image"], record["peak_memory"]
+    load = (
+        tuple(round(x, 2) for x in machine["load_average_start"]),
+        tuple(round(x, 2) for x in machine["load_average_end"]),
+    )
+    pairs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in record["pairs_s"])
+    return "\n".join(
+        [
+            "# TF-TI2I: several items per call against one call each (benchmarks/tf_ti2i_speed.py --batch)",
+            "",
+            f"{record['created']}, commit {record['git_commit']}; {machine['processor']}, {machine['logical_cpus']} "
+            f"logical CPUs, torch threads {machine['torch_threads']}, device cpu; torch {record['versions']['torch']}, "
+            f"diffusers {record['versions']['diffusers']}. Load average at start {load[0]}, at end {load[1]}: a shared "
+            "machine, so seconds are noisy; the two sides ran in interleaved ABBA pairs and the speed-up is the "
+            "median of the pairs' ratios.",
+            "",
+            f"The tiny SD3 twin (random weights: the figures time the code path, not SD3.5), {s['size']} px, "
+            f"{s['steps']} steps, float32, reference encoding and decode included, {s['pairs']} pairs.",
+            "",
+            "| items | s / image, one call of all | s / image, one call each | speed-up (median of pairs) "
+            "| peak RSS MiB, batched / one by one |",
+            "|---|---|---|---|---|",
+            f"| {s['batch']} | {per_image['batched']:.3f} | {per_image['one_by_one']:.3f} | "
+            f"{record['speedup_median']:.2f} | {peak['batched']['peak_mib']:.0f} / "
+            f"{peak['one_by_one']['peak_mib']:.0f} |",
+            "",
+            f"Pairs (s, batched/one by one): {pairs}.",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":

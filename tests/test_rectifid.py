@@ -142,7 +142,10 @@ def test_first_guided_pass_is_the_unguided_sampler_bit_for_bit(method, request_)
     reference = toy_reference(loss)
     guidance = AnchoredGuidance(method.sampler, GuidanceSettings(iterations=1))
     guidance.run(
-        noise, embeds, lambda image: loss(image, reference), on_iteration=lambda k, image, _: seen.setdefault(k, image)
+        noise,
+        embeds,
+        lambda image: [loss(image, reference)],
+        on_iteration=lambda k, image, _: seen.setdefault(k, image),
     )
     assert torch.equal(seen[0], plain)
 
@@ -154,7 +157,7 @@ def reference_gradients(sampler: PeRFlowSampler, noise, embeds, loss_fn) -> list
         x.retain_grad()
         states.append(x)
         x = sampler.step(x, t, embeds)
-    loss_fn(sampler.decode(x)).total.backward()
+    loss_fn(sampler.decode(x))[0].total.backward()
     return [state.grad[0] for state in states]
 
 
@@ -166,7 +169,7 @@ def test_update_moves_each_state_by_the_clipped_gradient(method, request_, grad_
     noise, embeds = noise_and_embeds(method, request_)
     loss = toy_loss()
     reference = toy_reference(loss)
-    loss_fn = lambda image: loss(image, reference)  # noqa: E731
+    loss_fn = lambda image: [loss(image, reference)]  # noqa: E731
     expected = reference_gradients(method.sampler, noise, embeds, loss_fn)
     lr = 0.5
     guidance = AnchoredGuidance(
@@ -182,7 +185,7 @@ def test_update_moves_each_state_by_the_clipped_gradient(method, request_, grad_
     factor = 0.95796674 if window_factor != "exact" else method.pipe.scheduler.window_factor(0)
     with torch.no_grad():
         first = method.sampler.step(noise, method.sampler.timesteps(noise.device)[0], embeds)[0]
-    torch.testing.assert_close(guidance.anchor[0] - first, factor * (-lr * clipped), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(guidance.anchor[0, 0] - first, factor * (-lr * clipped), rtol=1e-4, atol=1e-6)
     if grad_clip == 1.0:
         assert norms[0] > 1.0  # the clip was active in this case
 
@@ -194,7 +197,7 @@ def test_loss_falls_toward_a_known_optimum(method, request_):
     loss = toy_loss(cos_weight=100.0, pixel_l1_weight=100.0)
     reference = toy_reference(loss)
     result = AnchoredGuidance(method.sampler, GuidanceSettings(iterations=4, lr=2.0)).run(
-        noise, embeds, lambda image: loss(image, reference)
+        noise, embeds, lambda image: [loss(image, reference)]
     )
     losses = [record.loss for record in result.history]
     with torch.no_grad():
@@ -421,7 +424,7 @@ def test_several_iterations_follow_the_anchored_recursion():
 
     def loss_fn(image):
         total = 0.5 * ((image - target) ** 2).sum()
-        return SimpleNamespace(total=total, identity=0.0, pixel=float(total.detach()), detected=True)
+        return [SimpleNamespace(total=total, identity=0.0, pixel=float(total.detach()), detected=True)]
 
     result = AnchoredGuidance(
         sampler, GuidanceSettings(iterations=iterations, lr=lr, grad_clip=clip, window_factor=f, autocast=False)
@@ -455,7 +458,7 @@ def test_checkpointing_changes_no_gradient_and_is_put_back(method, request_):
     for checkpointing in (False, True):
         settings = GuidanceSettings(iterations=1, gradient_checkpointing=checkpointing)
         runs[checkpointing] = AnchoredGuidance(method.sampler, settings).run(
-            noise, embeds, lambda image: loss(image, reference)
+            noise, embeds, lambda image: [loss(image, reference)]
         )
     torch.testing.assert_close(runs[True].history[0].grad_norms, runs[False].history[0].grad_norms, rtol=1e-5, atol=0)
     torch.testing.assert_close(runs[True].latents, runs[False].latents, rtol=1e-5, atol=1e-6)

@@ -15,11 +15,19 @@ and moves the trajectory by one SGD step on per-step parameters P_0..P_{n-1}:
 
 On the first pass A = R = P = r, so it is the unguided sampler bit for bit. The image is one more
 pass, without gradients, after the last update (with `iterations=0`: the plain sampler).
+
+Several items per call (a batch of B noises, B prompts, B losses): every item's optimisation is its own.
+The loss backpropagated is the SUM of the per-item losses (never their mean, which would scale each
+gradient by 1/B), so each item's P_i receives exactly its own loss's gradient (UNet, VAE decoder and
+the loss's models mix no rows: group norm, layer norm and attention act per sample); each (step, item)
+gradient is clipped by its own norm; SGD without momentum updates each element alone. A batch changes
+only the floating-point rounding of the batched kernels, never what is optimised.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -53,15 +61,18 @@ class PeRFlowSampler:
         return self.pipe.scheduler.timesteps
 
     @torch.no_grad()
-    def text_embeds(self, prompt: str, device: torch.device) -> torch.Tensor:
-        """[2, L, D] (unconditional "", conditional) under CFG, else [1, L, D]."""
+    def text_embeds(self, prompts: str | Sequence[str], device: torch.device) -> torch.Tensor:
+        """One prompt per item: [2B, L, D] (B unconditional "", then B conditional) under CFG, else [B, L, D]."""
         guided = self.guidance_scale > 1.0
-        cond, uncond = self.pipe.encode_prompt(prompt, device, 1, guided, negative_prompt=None)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        cond, uncond = self.pipe.encode_prompt(prompts, device, 1, guided, negative_prompt=None)
         return torch.cat([uncond, cond]) if guided else cond
 
     def step(self, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """One sampler step, x [1, 4, h, w] -> the scheduler's next state."""
-        guided = embeds.shape[0] == 2
+        """One sampler step, x [B, 4, h, w] -> the scheduler's next state (embeds: text_embeds' rows)."""
+        if embeds.shape[0] not in (x.shape[0], 2 * x.shape[0]):
+            raise ValueError(f"{embeds.shape[0]} text rows for {x.shape[0]} latents (want B, or 2B under CFG)")
+        guided = embeds.shape[0] == 2 * x.shape[0]
         model_input = torch.cat([x] * 2) if guided else x
         model_input = self.pipe.scheduler.scale_model_input(model_input, t)
         noise = self.pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
@@ -71,7 +82,7 @@ class PeRFlowSampler:
         return self.pipe.scheduler.step(noise, t, x, return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """[1, 4, h, w] -> [1, 3, H, W] in [0, 1] (the pipeline's own denormalisation)."""
+        """[B, 4, h, w] -> [B, 3, H, W] in [0, 1] (the pipeline's own denormalisation)."""
         vae = self.pipe.vae
         images = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
         return (images / 2 + 0.5).clamp(0, 1)
@@ -107,8 +118,15 @@ class IterationRecord:
 
 @dataclass
 class GuidanceResult:
-    latents: torch.Tensor  # [1, 4, h, w] of the final pass
-    history: list[IterationRecord]
+    latents: torch.Tensor  # [B, 4, h, w] of the final pass
+    histories: list[list[IterationRecord]]  # per item, per iteration
+
+    @property
+    def history(self) -> list[IterationRecord]:
+        """The one item's iterations (a batch of one)."""
+        if len(self.histories) != 1:
+            raise ValueError(f"history of a batch of {len(self.histories)} items: read histories[k]")
+        return self.histories[0]
 
 
 class AnchoredGuidance:
@@ -123,63 +141,72 @@ class AnchoredGuidance:
         for i, t in enumerate(timesteps):
             r = self.sampler.step(x, t, embeds)
             if first:
-                anchor[i].copy_(r.detach()[0])
-                raw[i].copy_(r.detach()[0])
-                params.data[i].copy_(r.detach()[0])
-            shift = (anchor[i] - raw[i]) + factors[i] * (params.data[i] - raw[i])  # [4, h, w], no gradient
+                anchor[i].copy_(r.detach())
+                raw[i].copy_(r.detach())
+                params.data[i].copy_(r.detach())
+            shift = (anchor[i] - raw[i]) + factors[i] * (params.data[i] - raw[i])  # [B, 4, h, w], no gradient
             x = r + shift
             if i + 1 < len(timesteps):
                 x = x + (params[i + 1] - params[i + 1].detach())
-            anchor[i].copy_(x.detach()[0])
-            raw[i].copy_(r.detach()[0])
-            params.data[i].copy_(r.detach()[0])
+            anchor[i].copy_(x.detach())
+            raw[i].copy_(r.detach())
+            params.data[i].copy_(r.detach())
         return x
 
     def run(
         self,
         noise: torch.Tensor,
         embeds: torch.Tensor,
-        loss_fn: Callable[[torch.Tensor], "object"],
-        on_iteration: Callable[[int, torch.Tensor, object], None] | None = None,
+        loss_fn: Callable[[torch.Tensor], Sequence[Any]],
+        on_iteration: Callable[[int, torch.Tensor, Sequence[Any]], None] | None = None,
     ) -> GuidanceResult:
-        """noise [1, 4, h, w]; loss_fn(image [1, 3, H, W] in [0, 1]) -> a LossResult-like object with
-        `total`, `identity`, `pixel`, `detected`. on_iteration(k, image, loss) sees every guided pass."""
+        """noise [B, 4, h, w]; embeds: the sampler's text rows for the B items; loss_fn(image [B, 3, H, W]
+        in [0, 1]) -> B LossResult-like objects (`total`: that item's differentiable scalar, `identity`,
+        `pixel`, `detected`). on_iteration(k, image, losses) sees every guided pass."""
         s = self.settings
+        count = noise.shape[0]
         steps = len(self.sampler.timesteps(noise.device))
         factors = window_factors(s.window_factor, self.sampler.pipe.scheduler, steps)
-        shape = (steps, *noise.shape[1:])
+        shape = (steps, *noise.shape)  # [steps, B, 4, h, w]
         params = torch.nn.Parameter(torch.zeros(shape, device=noise.device, dtype=noise.dtype))
         anchor = torch.zeros(shape, device=noise.device, dtype=noise.dtype)
         raw = torch.zeros_like(anchor)
-        self.anchor, self.params = anchor, params  # [steps, 4, h, w]: the last pass's states, for inspection
-        optimizer = torch.optim.SGD([params], lr=s.lr)
-        history: list[IterationRecord] = []
+        self.anchor, self.params = anchor, params  # [steps, B, 4, h, w]: the last pass's states, for inspection
+        optimizer = torch.optim.SGD([params], lr=s.lr)  # no momentum: each element moves by its own gradient
+        histories: list[list[IterationRecord]] = [[] for _ in range(count)]
         cast = self.autocast(noise.device)
         bar = tqdm(range(s.iterations), desc="rectifid guidance", leave=False, position=1, disable=None)
         with self.checkpointing():
             for k in bar:
                 with cast:
                     x = self.trajectory(noise, embeds, params, anchor, raw, factors, first=k == 0)
-                    image = self.sampler.decode(x)
-                    loss = loss_fn(image)
+                    image = self.sampler.decode(x)  # [B, 3, H, W]
+                    losses = list(loss_fn(image))
+                if len(losses) != count:
+                    raise ValueError(f"loss_fn gave {len(losses)} losses for {count} items")
                 optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                grad = params.grad  # [steps, 4, h, w]
-                norms = grad.flatten(1).float().norm(dim=1)  # [steps]
-                grad.mul_((s.grad_clip / norms.clamp(min=s.grad_clip)).to(grad.dtype).view(-1, 1, 1, 1))
+                torch.stack([loss.total for loss in losses]).sum().backward()  # the sum: item k gets dL_k only
+                grad = params.grad  # [steps, B, 4, h, w]
+                norms = grad.flatten(2).float().norm(dim=2)  # [steps, B]: one norm per P_i of each item
+                grad.mul_((s.grad_clip / norms.clamp(min=s.grad_clip)).to(grad.dtype).view(steps, count, 1, 1, 1))
                 optimizer.step()
-                history.append(
-                    IterationRecord(
-                        float(loss.total.detach()), loss.identity, loss.pixel, loss.detected, norms.tolist()
+                for item, loss in enumerate(losses):
+                    histories[item].append(
+                        IterationRecord(
+                            float(loss.total.detach()),
+                            loss.identity,
+                            loss.pixel,
+                            loss.detected,
+                            norms[:, item].tolist(),
+                        )
                     )
-                )
-                bar.set_postfix(loss=f"{history[-1].loss:.3f}")
+                bar.set_postfix(loss=" ".join(f"{h[-1].loss:.3f}" for h in histories))
                 if on_iteration is not None:
-                    on_iteration(k, image.detach(), loss)
-                del x, image, loss
+                    on_iteration(k, image.detach(), losses)
+                del x, image, losses
         with torch.no_grad(), cast:
             latents = self.trajectory(noise, embeds, params, anchor, raw, factors, first=s.iterations == 0)
-        return GuidanceResult(latents.detach(), history)
+        return GuidanceResult(latents.detach(), histories)
 
     def autocast(self, device: torch.device):
         if self.settings.autocast and device.type == "cuda":

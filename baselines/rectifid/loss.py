@@ -9,6 +9,7 @@ same way. E, E_ref: a CropEmbedder's `embed` and `embed_reference`. A box that i
 the whole image, and the result says so (`detected`).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ class Reference:
 
 @dataclass
 class LossResult:
-    total: torch.Tensor  # scalar, differentiable
+    total: torch.Tensor  # scalar, differentiable: one item's loss
     identity: float
     pixel: float
     detected: bool
@@ -86,12 +87,27 @@ class IdentityLoss:
 
     def __call__(self, image: torch.Tensor, reference: Reference) -> LossResult:
         """image: [1, 3, H, W] in [0, 1], differentiable."""
-        box = self.detector.find_like(image[0], reference.query)
-        detected = box is not None
-        box = box or Box.whole(image.shape[-1], image.shape[-2])
-        crop = crop_resized(image, box, self.size, self.resize)  # [1, 3, S, S]
-        embedding = self.embedder.embed(crop).float()
-        identity = (1 - F.cosine_similarity(embedding, reference.embedding, dim=-1).mean()) * self.cos_weight
-        pixel = F.l1_loss(crop.float(), reference.pixels.to(crop.device)) * self.pixel_l1_weight
+        return self.batch(image, [reference])[0]
+
+    def batch(self, images: torch.Tensor, references: Sequence[Reference]) -> list[LossResult]:
+        """images: [B, 3, H, W] in [0, 1], differentiable; item k against references[k]. Each item's loss
+        is its own: its own box (one detector call per item), its own crop, its embedding's cosine with
+        its reference alone and the L1 mean over its crop alone; only the embedder runs on the batch."""
+        if len(references) != images.shape[0]:
+            raise ValueError(f"{len(references)} references for {images.shape[0]} images")
+        width, height = images.shape[-1], images.shape[-2]
+        boxes = [self.detector.find_like(image, ref.query) for image, ref in zip(images, references, strict=True)]
+        found = [box or Box.whole(width, height) for box in boxes]
+        crops = torch.cat(
+            [crop_resized(images[k : k + 1], box, self.size, self.resize) for k, box in enumerate(found)]
+        )  # [B, 3, S, S]
+        embeddings = self.embedder.embed(crops).float()  # [B, D]
+        targets = torch.cat([ref.embedding for ref in references]).to(embeddings.device)  # [B, D]
+        identity = (1 - F.cosine_similarity(embeddings, targets, dim=-1)) * self.cos_weight  # [B]
+        target_pixels = torch.cat([ref.pixels.to(crops.device) for ref in references])  # [B, 3, S, S]
+        pixel = (crops.float() - target_pixels).abs().flatten(1).mean(dim=1) * self.pixel_l1_weight  # [B]
         total = identity + pixel
-        return LossResult(total, float(identity.detach()), float(pixel.detach()), detected, box)
+        return [
+            LossResult(total[k], float(identity[k].detach()), float(pixel[k].detach()), box is not None, found[k])
+            for k, box in enumerate(boxes)
+        ]

@@ -3,8 +3,11 @@
 Per item: the subject's reference crop (a text query with its class word, memoised per subject), the
 item's fixed initial noise (drawn from its seed as every method draws it; preset=paper: seed 123), then
 anchored classifier guidance (guidance.py) of the 4-step PeRFlow sampler by the identity loss
-(loss.py), and the image of one more pass without gradients. Items are generated one at a time:
-each one is its own optimisation.
+(loss.py), and the image of one more pass without gradients. Each item is its own optimisation; the
+items of one call (generation.batch_size, or method.batch_size) run through the sampler, decoder and
+embedder as one batch, their losses summed so each item's gradient is its own (guidance.py), each with
+its own seed, prompt and subject reference, so an item's image never depends on its neighbours beyond
+the float rounding of batched kernels (docs/methods/rectifid.md#batches states the bound).
 
 Rows record the final image's loss, the iterations run, whether the subject was detected (in the
 reference photo and in the final image) and how many guided passes fell back to the whole image.
@@ -126,8 +129,15 @@ class RectifIDMethod(Method):
             reference = self.loss.reference(source.load_image(), text, self.runtime.device)
             if not reference.detected and self.no_detection == "error":
                 raise ConfigError(f"method {self.name}: no '{text}' box in the subject image {source.image_path}")
-            self.references = {source.source_id: reference}  # plan order keeps a subject's items together
+            self.references[source.source_id] = reference
         return self.references[source.source_id]
+
+    def batch_references(self, requests: Sequence[GenerationRequest]) -> list[Reference]:
+        """One reference per request; memoised for the subjects of this call only (plan order keeps a
+        subject's items together, so a subject's reference is made once)."""
+        wanted = {request.item.source.source_id for request in requests}
+        self.references = {key: value for key, value in self.references.items() if key in wanted}
+        return [self.reference_for(request.item.source) for request in requests]
 
     def initial_noise(self, request: GenerationRequest) -> torch.Tensor:
         """[1, 4, H/8, W/8] from the item's seed on the CPU generator, as the pipelines draw it."""
@@ -138,43 +148,50 @@ class RectifIDMethod(Method):
         return noise * self.pipe.scheduler.init_noise_sigma
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        return [self.generate_one(request) for request in requests]
+        """All requests in one guided batch (they share one size, as a plan batch of one method does)."""
+        if not requests:
+            return []
+        if len({(r.height, r.width) for r in requests}) > 1:
+            raise ValueError("RectifID batches requests of one size")
+        references = self.batch_references(requests)
+        embeds = self.sampler.text_embeds([r.prompt for r in requests], self.runtime.device)  # [2B, L, D]
+        noise = torch.cat([self.initial_noise(r) for r in requests])  # [B, 4, h, w]
+        fallbacks = [0] * len(requests)
 
-    def generate_one(self, request: GenerationRequest) -> GenerationResult:
-        reference = self.reference_for(request.item.source)
-        embeds = self.sampler.text_embeds(request.prompt, self.runtime.device)
-        noise = self.initial_noise(request)
-        fallbacks = 0
-
-        def loss_fn(image: torch.Tensor):
-            nonlocal fallbacks
-            result = self.loss(image, reference)
-            if not result.detected:
-                if self.no_detection == "error":
-                    raise ConfigError(f"method {self.name}: item {request.item.item_id}: no subject box found")
-                fallbacks += 1
-            return result
+        def loss_fn(images: torch.Tensor):
+            results = self.loss.batch(images, references)
+            for index, result in enumerate(results):
+                if not result.detected:
+                    if self.no_detection == "error":
+                        item = requests[index].item.item_id
+                        raise ConfigError(f"method {self.name}: item {item}: no subject box found")
+                    fallbacks[index] += 1
+            return results
 
         guided = AnchoredGuidance(self.sampler, self.settings).run(noise, embeds, loss_fn)
         with torch.no_grad():
-            image = self.sampler.decode(guided.latents)  # [1, 3, H, W] in [0, 1]
-            final = self.loss(image.float(), reference)
-        if not final.detected and self.no_detection == "error":
-            raise ConfigError(f"method {self.name}: item {request.item.item_id}: no subject box in the final image")
-        pil = self.pipe.image_processor.postprocess(image * 2 - 1, output_type="pil")[0]
-        info = {
-            "final_loss": float(final.total),
-            "final_identity_loss": final.identity,
-            "final_pixel_loss": final.pixel,
-            "first_loss": guided.history[0].loss if guided.history else None,
-            "iterations": len(guided.history),
-            "subject_detected": final.detected,
-            "subject_box": final.box.as_list(),
-            "no_detection_fallbacks": fallbacks,  # guided passes that used the whole image as the box
-            "reference_detected": reference.detected,
-            "reference_box": reference.box.as_list(),
-            "noise_seed": request.seed,
-        }
-        if not final.detected or fallbacks or not reference.detected:
-            info["no_detection"] = self.no_detection
-        return GenerationResult(image=pil, info=info)
+            images = self.sampler.decode(guided.latents)  # [B, 3, H, W] in [0, 1]
+            finals = self.loss.batch(images.float(), references)
+        pils = self.pipe.image_processor.postprocess(images * 2 - 1, output_type="pil")
+        results = []
+        for index, request in enumerate(requests):
+            final, reference, history = finals[index], references[index], guided.histories[index]
+            if not final.detected and self.no_detection == "error":
+                raise ConfigError(f"method {self.name}: item {request.item.item_id}: no subject box in the final image")
+            info = {
+                "final_loss": float(final.total),
+                "final_identity_loss": final.identity,
+                "final_pixel_loss": final.pixel,
+                "first_loss": history[0].loss if history else None,
+                "iterations": len(history),
+                "subject_detected": final.detected,
+                "subject_box": final.box.as_list(),
+                "no_detection_fallbacks": fallbacks[index],  # guided passes that used the whole image as the box
+                "reference_detected": reference.detected,
+                "reference_box": reference.box.as_list(),
+                "noise_seed": request.seed,
+            }
+            if not final.detected or fallbacks[index] or not reference.detected:
+                info["no_detection"] = self.no_detection
+            results.append(GenerationResult(image=pils[index], info=info))
+        return results
