@@ -20,10 +20,11 @@ shift
 checks=${*:-throughput speedups rectifid tf_ti2i table}
 py=${PYTHON:-python3}  # the interpreter (the tests pass their own)
 
-# Batch sizes of the batched RectifID / TF-TI2I measurements (branch i30-batch): the flags their scripts
-# take go here, e.g. rectifid_args=(--batch-sizes 1 2 4); empty: each script's own defaults.
-rectifid_args=()
-tf_ti2i_args=(--pairs 1)  # one (TF-TI2I, plain) pair: about 33 s of SD3.5-large at 1024 px
+# The batched RectifID / TF-TI2I measurements (issue 30.2): items per guided call 1 and 4, few timed
+# iterations/steps so each fits its limit below; the full sweeps (1,2,4,8, scripts' defaults) take a call of
+# their own: python3 benchmarks/gpu_rectifid.py --out OUT and python3 benchmarks/gpu_tf_ti2i.py --batches 1,2,4,8
+rectifid_args=(--iterations 4 --batches 1,4 --batch-iterations 2 --budget-s 30)
+tf_ti2i_args=(--pairs 1 --batches 1,4 --batch-steps 2 --budget-s 70)  # one (TF-TI2I, plain) pair: about 33 s at 1024 px
 
 mkdir -p "$out/records"
 if [[ ${#quick[@]} -eq 0 ]]; then
