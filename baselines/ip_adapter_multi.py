@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from diffusers.image_processor import IPAdapterMaskProcessor
+from monkey.baselines.ip_adapter import IPAdapterMethod
 from PIL import Image
 
-from monkey.baselines.ip_adapter import IPAdapterMethod
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
 from monkey.methods.base import GenerationRequest, GenerationResult

@@ -94,5 +94,7 @@ class MonkeyMultiMethod(MonkeyMethod):
                 artifacts = multi_artifacts(image, regions, output.image_masks[index], latent_hw, self.settings.soft)
                 if pass1_images:
                     artifacts["pass1"] = pass1_images[index]
-            results.append(GenerationResult(image=image, artifacts=artifacts, info={**regions.info(), **output.sharing}))
+            results.append(
+                GenerationResult(image=image, artifacts=artifacts, info={**regions.info(), **output.sharing})
+            )
         return results

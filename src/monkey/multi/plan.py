@@ -159,5 +159,6 @@ def check_method(plan: list[WorkItem], method_target: str, label: str) -> None:
     if not getattr(method_class, "multi_subject", False):
         raise ConfigError(
             f"method '{label}' takes one subject per image, but plan.multi.subjects asks for several; use "
-            "method=monkey_multi, ip_adapter_multi or ip_adapter_halves (docs/multi_subject.md), or plan.multi.subjects=1"
+            "method=monkey_multi, ip_adapter_multi or ip_adapter_halves (docs/multi_subject.md), or "
+            "plan.multi.subjects=1"
         )
