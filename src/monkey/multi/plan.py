@@ -1,7 +1,7 @@
 """Work items holding N subjects: which subjects share an image, its prompt, seed and paths.
 
 Pairing rule (seeded, each subject used equally often): one source per subject (its first image), the
-subjects shuffled by `random.Random(base_seed + attempt)`, and item k takes the N subjects at places
+subjects shuffled by `random.Random(f"{base_seed}/{attempt}")`, and item k takes the N subjects at places
 k, k+1, ..., k+N-1 of that cycle. Every subject thus appears in exactly N items, once in each slot
 (slot 0 is the first subject word of the prompt and the left half of the `halves` baseline), so no
 subject is favoured by position. Subjects sharing a subject word (DreamBooth's dogs are all "dog")
@@ -87,7 +87,7 @@ def group_subjects(pool: list[Source], per_item: int, base_seed: int) -> list[tu
         )
     for attempt in range(MAX_ATTEMPTS):
         order = list(pool)
-        random.Random(base_seed + attempt).shuffle(order)
+        random.Random(f"{base_seed}/{attempt}").shuffle(order)  # str seeds: no overlap between base seeds
         groups = [tuple(order[(k + j) % len(order)] for j in range(per_item)) for k in range(len(order))]
         if all(len({s.subject_word for s in group}) == per_item for group in groups):
             return groups
