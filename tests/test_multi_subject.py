@@ -4,10 +4,12 @@ masked multi-image IP-Adapter, and MONKEY's bytes with one subject."""
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from monkey.baselines.ip_adapter_multi import IPAdapterMultiMethod
+from PIL import Image
 
 from monkey.adapter.masks import map_key
 from monkey.adapter.method import MonkeyMethod
@@ -132,7 +134,8 @@ def test_each_subjects_tokens_act_only_inside_its_own_mask_as_the_stock_processo
     """Planted maps put subject 0 in the top-left and subject 1 in the bottom-right cell; pass 2 of
     monkey_multi equals the stock pipeline given those masks image by image (ip_adapter_masks), and
     differs from it with the masks swapped."""
-    method = MonkeyMultiMethod("monkey_multi", tiny_runtime, **FAST)
+    fast = {**FAST, "final_steps": 2, "ip_steps": [0, 1], "mask_steps": [0, 1]}
+    method = MonkeyMultiMethod("monkey_multi", tiny_runtime, **fast)
     pipe, sampler = method.pipe, method.sampler
     item = pair_items[0]
     embeds = subject_embeds(method.embedder, requests_for([item]))  # [1, 2, D]
@@ -149,7 +152,7 @@ def test_each_subjects_tokens_act_only_inside_its_own_mask_as_the_stock_processo
             prompt=[item.prompt],
             height=SIZE,
             width=SIZE,
-            num_inference_steps=FAST["final_steps"],
+            num_inference_steps=fast["final_steps"],
             guidance_scale=8.5,
             generator=[torch.Generator("cpu").manual_seed(item.seed)],
             ip_adapter_image_embeds=[embeds],
@@ -209,3 +212,78 @@ def test_the_ip_adapter_baselines_are_the_stock_pipeline_without_and_with_half_m
     made = halves.generate(requests_for([item]))[0].image
     assert np.array_equal(np.asarray(made), np.asarray(stock({"ip_adapter_masks": [left_right]})))
     assert isinstance(item, MultiWorkItem)
+
+
+# ---- metrics ------------------------------------------------------------------------------
+class HalvesSegmenter:
+    """Subject slot 0 on the left half, slot 1 on the right half, found by word (a stand-in for CLIPSeg)."""
+
+    def __init__(self, words):
+        self.words = list(words)
+
+    def __call__(self, image, source):
+        region = np.zeros((image.height, image.width), dtype=bool)
+        half = image.width // 2
+        if self.words.index(source.subject_word) == 0:
+            region[:, :half] = True
+        else:
+            region[:, half:] = True
+        return region
+
+
+class PixelBackbone:
+    """Embeds an image as its normalised mean colour per 2x2 block of a 4x4 thumbnail (a computation
+    written out here, independent of the module's)."""
+
+    def embed_images(self, images):
+        rows = [np.asarray(image.convert("RGB").resize((4, 4)), dtype=np.float64).ravel() for image in images]
+        out = torch.tensor(np.stack(rows), dtype=torch.float64)
+        return out / out.norm(dim=-1, keepdim=True)
+
+
+def test_identity_is_scored_inside_each_subjects_own_region_and_mixing_inside_the_others(pair_items):
+    from monkey.eval.multi_subject import score_image, subject_sources
+
+    item = pair_items[0]
+    a, b = item.sources
+    left, right = a.load_image().resize((32, 64)), b.load_image().resize((32, 64))
+    image = Image.new("RGB", (64, 64))
+    image.paste(left, (0, 0))
+    image.paste(right, (32, 0))  # subject a on the left, b on the right: what halves regions find
+    sources = subject_sources(item.describe())
+    rows = score_image(image, sources, HalvesSegmenter([a.subject_word, b.subject_word]), PixelBackbone())
+    backbone = PixelBackbone()
+    crops = backbone.embed_images([image.crop((0, 0, 32, 64)), image.crop((32, 0, 64, 64))])
+    refs = backbone.embed_images([a.load_image(), b.load_image()])
+    assert rows[0]["identity"] == pytest.approx(float(crops[0] @ refs[0]))
+    assert rows[1]["identity"] == pytest.approx(float(crops[1] @ refs[1]))
+    assert rows[0]["mixing"] == pytest.approx(float(crops[1] @ refs[0]))  # a measured where b should be
+    assert rows[1]["mixing"] == pytest.approx(float(crops[0] @ refs[1]))
+    assert rows[0]["region"] == 0.5 and rows[0]["scored_subject"] == a.subject
+
+
+def test_the_experiment_runs_all_three_methods_on_the_same_items_into_the_report(tmp_path):
+    from bad_input_cases import run_entry
+
+    from monkey.store import RunStore
+
+    argv = ["experiment=multi_subject", "generation.height=64", "generation.width=64", "plan.limit.prompts=1"]
+    outcome = run_entry("monkey-bench", [*argv, f"run.root={tmp_path}"])
+    assert outcome.code == 0, outcome.output[-3000:]
+    root = tmp_path / "multi_subject"
+    items = {}
+    for method in ("monkey_multi", "ip_adapter_multi", "ip_adapter_halves"):
+        (folder,) = root.glob(f"{method},*")
+        rows = RunStore(folder).rows()
+        items[method] = sorted((r["item_id"], r["prompt"], r["seed"]) for r in rows)
+        assert all(len(r["subjects"]) == 2 for r in rows)
+        if method == "monkey_multi":
+            for row in rows:
+                masks = [np.asarray(Image.open(folder / row["artifacts"][f"mask_{i}"])) > 0 for i in (0, 1)]
+                assert not (masks[0] & masks[1]).any()  # disjoint on the real maps too
+    assert items["monkey_multi"] == items["ip_adapter_multi"] == items["ip_adapter_halves"]
+    report = (root / "report" / "report.md").read_text()
+    assert "## Several subjects in one image" in report
+    table = pd.read_csv(root / "report" / "multi_subject.csv")
+    assert set(table["method"]) == {"monkey_multi", "ip_adapter_multi", "ip_adapter_halves"}
+    assert len(table) == 3 * 2 * len(items["monkey_multi"])  # every image, every subject
