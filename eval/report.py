@@ -31,6 +31,7 @@ from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
 from monkey.eval.index_page import write_index
 from monkey.eval.judge import JUDGE_COLUMNS
+from monkey.eval.multi_subject import write_multi_subject
 from monkey.eval.plots import pareto_plot
 from monkey.eval.run_settings import RowSettings, row_settings
 from monkey.eval.score_store import ORACLE
@@ -181,8 +182,9 @@ def build_report(
     write_sweep(swept, out_dir)
     write_gallery(run_dirs, out_dir, eval_cfg.name)  # gallery.html: every image, filterable (monkey.eval.gallery)
     agreement = report_agreement(people, out_dir)  # agreement.{csv,md} (monkey.eval.agreement_section)
+    multi = write_multi_subject(run_dirs, scores, out_dir, eval_cfg)  # images of several subjects, if any
     report = Report(out_dir, run_dirs, scores, summary, table, comparison, plots, grids, swept, agreement)
-    write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level))
+    write_text(out_dir / "report.md", report_markdown(report, table_md, comparison_md, eval_cfg, level, multi))
     write_index(out_dir, scores, table, table_metrics, labels)  # last: it links the files written above
     generated = int((scores["method"] != ORACLE).sum())
     log.info(
@@ -333,7 +335,9 @@ def mixed_devices_section(scores: pd.DataFrame) -> list[str]:
     return ["## Devices", "", intro, "", *lines, ""]
 
 
-def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str) -> str:
+def report_markdown(
+    report: Report, table_md: str, comparison_md: str, eval_cfg: DictConfig, level: str, extra: list[str] = ()
+) -> str:
     specs = backbone_specs(to_plain(eval_cfg.backbones))
     lines = [
         "# Report",
@@ -355,6 +359,7 @@ def report_markdown(report: Report, table_md: str, comparison_md: str, eval_cfg:
         comparison_md,
         *monkey_variants(report.scores),
         *mixed_devices_section(report.scores),
+        *extra,  # sections of other modules (monkey.eval.multi_subject)
         "## Pareto plots",
         "",
         *[f"![{p.stem}]({p.name})" for p in report.plots if p.suffix == ".png"],

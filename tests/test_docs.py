@@ -30,6 +30,9 @@ from mkdocs_hooks import records_markdown  # noqa: E402
 METHOD_PAGES = {
     "monkey": "monkey.md",
     "monkey_sdxl": "sdxl.md",
+    "monkey_multi": "multi_subject.md",
+    "ip_adapter_multi": "multi_subject.md",
+    "ip_adapter_halves": "multi_subject.md",
     "ip_adapter_1.0": "methods/ip_adapter.md",
     "ip_adapter_0.5": "methods/ip_adapter.md",
     "text_only": "methods/ip_adapter.md",

@@ -119,6 +119,7 @@ TINY = {
         "monkey.md",
         "monkey-bench -m method=monkey 'method.layers=[up_blocks.1.attentions.1.transformer_blocks.0.attn2],[up_blocks.1.attentions.0.transformer_blocks.0.attn2,up_blocks.1.attentions.1.transformer_blocks.0.attn2]'",
     ),
+    ("multi_subject.md", "monkey-bench experiment=multi_subject"),
     ("sdxl.md", "monkey-bench experiment=ablate_token"),
     ("sdxl.md", "monkey-bench method=monkey_sdxl"),
     (

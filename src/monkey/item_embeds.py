@@ -37,7 +37,7 @@ def item_image_embeds(
     [n, 1, S, D] for hidden states) in its rows, and the CFG negative ([1, 1, ...], default zeros) in
     the unconditional ones. Yields the `ip_adapter_image_embeds` argument to hand the pipeline (item 0's
     embedding, which the pipeline repeats and the hook then replaces)."""
-    if embeds.ndim not in (3, 4) or embeds.shape[1] != 1:
+    if embeds.ndim not in (3, 4):  # [n, K, ...]: K images per item (several subjects, monkey.multi)
         raise ValueError(f"per-item image embeddings must be [n, 1, D] or [n, 1, S, D], got {tuple(embeds.shape)}")
 
     def before_unet(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -42,6 +42,7 @@ from monkey.methods.presets import (
 )
 from monkey.models.profiles import Runtime, profile_checkpoints, profile_from_config, resolve_runtime
 from monkey.models.speedups import sampling, speedups_from_config
+from monkey.multi.plan import check_method as check_multi_method
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
 from monkey.provenance import SourceHashes, Weights, check_inputs, check_weights, keep_file_lists, weights_record
@@ -54,6 +55,20 @@ log = logging.getLogger(__name__)
 def plan_from_config(cfg: DictConfig) -> list[WorkItem]:
     sources = load_sources(cfg.dataset)
     prompts = prompt_set_from_config(cfg.prompts)
+    multi = cfg.plan.get("multi") or {}
+    if int(multi.get("subjects", 1)) != 1:  # several subjects per item (monkey.multi.plan)
+        from monkey.multi.plan import build_multi_plan
+
+        return build_multi_plan(
+            sources,
+            prompts,
+            int(multi.subjects),
+            multi.template,
+            seeds=cfg.plan.seeds,
+            base_seed=cfg.plan.base_seed,
+            limit_subjects=to_plain(cfg.plan.limit.subjects),
+            limit_prompts=cfg.plan.limit.prompts,
+        )
     return build_plan(
         sources,
         prompts,
@@ -168,6 +183,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     shard, num_shards, my_batches = shard_work(cfg, plan)
     mine = [item for batch in my_batches for item in batch]
     spec = method_spec(cfg)
+    check_multi_method(plan, spec.method["_target_"], spec.name)  # several subjects need a method that takes them
     runtime = resolve_runtime(
         profile_from_config(spec.model),
         cfg.runtime.device,

@@ -177,16 +177,16 @@ class CaptureIPAttnProcessor(IPAdapterAttnProcessor2_0):
     ) -> torch.Tensor:
         """softmax(Q K_ip^T * scale) over the first adapter's image tokens, head-averaged, as fp32: [b, HW, T];
         scale is attn.scale (1/sqrt(d)) or 1 (the recorder's `attention_scale`); the arithmetic runs in
-        the recorder's dtype."""
+        the recorder's dtype. With K images per item (several subjects, monkey.multi) the keys are every
+        image's tokens in order, one softmax over all K*T as the stock processor attends without masks:
+        [b, HW, K*T], image i's tokens at i*T..(i+1)*T-1."""
         if not isinstance(encoder_hidden_states, tuple):
             raise RuntimeError(f"{self.layer}: expected (text, image) hidden states from an IP-Adapter UNet")
         rows = self.recorder.rows
         ip_tokens = encoder_hidden_states[1][0][rows]  # [b, num_images, T, D]
-        if ip_tokens.shape[1] != 1:
-            raise ConfigError(f"MONKEY records one subject image per item; got {ip_tokens.shape[1]} images per item")
         dtype = self.recorder.dtype
         query = self.recorded_query(attn, hidden_states, temb, dtype)  # [b, HW, C]
-        key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).to(dtype)  # [b, T, C]
+        key = self.to_k_ip[0](ip_tokens.flatten(1, 2)).to(dtype)  # [b, K*T, C]
         batch, heads = query.shape[0], attn.heads
         head_dim = query.shape[-1] // heads
         query = query.view(batch, -1, heads, head_dim).transpose(1, 2)  # [b, heads, HW, d]

@@ -301,7 +301,8 @@ class MonkeySampler:
                 latents = callback_kwargs["latents"].detach().to("cpu").clone()
                 cache.store(keys[done - 1], Snapshot(done, latents, [g.get_state() for g in generators]))
 
-        masks = image_masks[:, None].to(self.device, torch.float32)  # [n, 1, H, W]
+        # [n, 1, H, W]; [n, K, H, W] as given for K subjects per item (monkey.multi), one mask per image
+        masks = (image_masks[:, None] if image_masks.ndim == 3 else image_masks).to(self.device, torch.float32)
         with (
             self.subjects(batch) as ip_embeds,
             StepController(
