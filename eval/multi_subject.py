@@ -76,15 +76,12 @@ def score_image(image: Image.Image, sources: list[Source], segmenter: Any, backb
 
 
 def make_segmenter(settings: dict[str, Any]) -> Any:
-    """The configured segmenter: CLIPSeg by name or folder, or (tiny: true) a tiny random CLIPSeg written
-    by code (monkey.eval.multi_segmenter), both behind the Segmenter interface."""
+    """The configured segmenter: CLIPSeg by name or folder, or (tiny: true) the tiny random CLIPSeg written
+    by code (monkey.models.tiny_segmenters), both behind the Segmenter interface."""
     from monkey.rank.segmenters import ClipSegSegmenter
 
-    if settings.get("tiny"):
-        from monkey.eval.multi_segmenter import tiny_clipseg_folder
-
-        return ClipSegSegmenter(model=str(tiny_clipseg_folder()), threshold=settings["threshold"])
-    return ClipSegSegmenter(model=settings["segmenter"], threshold=settings["threshold"])
+    tiny = bool(settings.get("tiny"))
+    return ClipSegSegmenter(model=settings["segmenter"], threshold=settings["threshold"], tiny=tiny)
 
 
 def multi_rows(run_dirs: list[Path]) -> list[tuple[Path, dict[str, Any]]]:
