@@ -167,29 +167,55 @@ def lcm_measurements(record: dict[str, Any]) -> list[Measurement]:
 
 def rectifid_measurements(record: dict[str, Any]) -> list[Measurement]:
     """RectifID: the fastest variant's seconds per image (per-iteration median extrapolated to the
-    iteration count by the benchmark), one item per call."""
+    iteration count by the benchmark), one item per call; and, where the record holds the batch sweep
+    (several items per guided call), each measured batch's extrapolated seconds per image."""
     if not record or record["settings"].get("quick") or not h100(record.get("gpu", "")):
         return []
     s = record["settings"]
     name, best = min(record["variants"].items(), key=lambda kv: kv[1]["extrapolated_s"])
     source = f"gpu_rectifid.json {name}, {best['extrapolated_s']:.1f} s/image at {s['extrapolated_to']} iterations"
-    return [Measurement("rectifid", s["size"], s["extrapolated_to"], 1, best["extrapolated_s"], record["gpu"], source)]
+    out = [Measurement("rectifid", s["size"], s["extrapolated_to"], 1, best["extrapolated_s"], record["gpu"], source)]
+    for row in record.get("batches") or []:
+        source = (
+            f"gpu_rectifid.json batches, {row['mode']} batch {row['batch']}, {row['images_per_s']:.4f} img/s "
+            f"at {s['extrapolated_to']} iterations"
+        )
+        out.append(
+            Measurement("rectifid", s["size"], s["extrapolated_to"], row["batch"], 1 / row["images_per_s"],
+                        record["gpu"], source)
+        )  # fmt: skip
+    return out
 
 
 def tf_ti2i_measurements(record: dict[str, Any]) -> list[Measurement]:
-    """TF-TI2I on SD3.5-large's shape (all 38 blocks): its median seconds per image, one item per call."""
+    """TF-TI2I on SD3.5-large's shape (all 38 blocks): its median seconds per image, one item per call; with
+    the batch sweep (fewer steps per call), batch B's time per image is that median over B's measured
+    speed-up against batch 1 in the same sweep (the sweep's steps scale both alike)."""
     if not record or not h100(record["machine"].get("gpu") or ""):
         return []
     gpu = record["machine"]["gpu"]
-    return [
-        Measurement(
-            "tf_ti2i", case["size"], case["steps"], 1, case["figures"]["tf_ti2i_s_median"], gpu,
-            f"gpu_tf_ti2i.json {case['model']}, {case['figures']['tf_ti2i_s_median']:.2f} s/image "
-            "(tiny text encoders, T5 dropped: the transformer's time)",
-        )
-        for case in record["cases"]
-        if case["model"] == "sd35_large_shape" and case["transformer_blocks"] == 38
-    ]  # fmt: skip
+    out = []
+    for case in record["cases"]:
+        if case["model"] != "sd35_large_shape" or case["transformer_blocks"] != 38:
+            continue
+        median = case["figures"]["tf_ti2i_s_median"]
+        out.append(
+            Measurement("tf_ti2i", case["size"], case["steps"], 1, median, gpu,
+                        f"gpu_tf_ti2i.json {case['model']}, {median:.2f} s/image "
+                        "(tiny text encoders, T5 dropped: the transformer's time)")
+        )  # fmt: skip
+        sweep = record.get("batches") or {}
+        if sweep.get("size") != case["size"]:
+            continue
+        for row in sweep.get("rows") or []:
+            if row["batch"] > 1 and row.get("speedup_vs_batch_1"):
+                source = (
+                    f"gpu_tf_ti2i.json batches, batch {row['batch']}: {row['speedup_vs_batch_1']:.2f}x batch 1's "
+                    f"images/s at {sweep['steps']} steps, applied to {median:.2f} s/image"
+                )
+                seconds = median / row["speedup_vs_batch_1"]
+                out.append(Measurement("tf_ti2i", case["size"], case["steps"], row["batch"], seconds, gpu, source))
+    return out
 
 
 def read_measurements(records: Path) -> list[Measurement]:
@@ -210,11 +236,10 @@ def measured_as(method: str) -> str:
 
 
 def match(job: Job, measurements: list[Measurement]) -> Measurement | None:
-    """The measurement of the job's method at its size and step count, if any."""
-    for m in measurements:
-        if m.method == measured_as(job.method) and m.size == job.size and m.steps == job.steps:
-            return m
-    return None
+    """The fastest measurement of the job's method at its size and step count (its best batch), if any."""
+    method = measured_as(job.method)
+    found = [m for m in measurements if m.method == method and m.size == job.size and m.steps == job.steps]
+    return min(found, key=lambda m: m.seconds_per_image, default=None)
 
 
 def why_not(job: Job, measurements: list[Measurement]) -> str:

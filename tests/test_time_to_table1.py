@@ -105,3 +105,33 @@ def test_the_gpu_page_shows_the_committed_record():
     record = (RECORDS / "time_to_table1.md").read_text()
     assert "<!-- benchmark record:" not in shown and "### Time to Table 1 (benchmarks/time_to_table1.py)" in shown
     assert record.splitlines()[2] in shown  # the record's first paragraph, as written
+
+
+def test_a_batch_sweep_in_the_records_gives_each_method_its_fastest_batch(run, tmp_path):
+    """With RectifID's and TF-TI2I's batch sweeps in the records (issue 30.2), a job takes its method's fastest
+    batch: RectifID at the sweep's extrapolated images/s, TF-TI2I at its full-step median over the sweep's
+    measured speed-up; a slower batch never wins."""
+    script, _, records = run
+    rectifid = json.loads((records / "gpu_rectifid.json").read_text())
+    base = 1 / min(v["extrapolated_s"] for v in rectifid["variants"].values())
+    rectifid["batches"] = [
+        {"mode": "plain", "batch": 1, "images_per_s": base},
+        {"mode": "plain", "batch": 4, "images_per_s": 3 * base},
+        {"mode": "checkpointing", "batch": 8, "images_per_s": 2 * base},
+    ]
+    tf = json.loads((records / "gpu_tf_ti2i.json").read_text())
+    median = tf["cases"][0]["figures"]["tf_ti2i_s_median"]
+    size = tf["cases"][0]["size"]
+    tf["batches"] = {"size": size, "steps": 2, "rows": [
+        {"batch": 1, "seconds": 1.0, "images_per_s": 1.0, "speedup_vs_batch_1": 1.0},
+        {"batch": 4, "seconds": 1.6, "images_per_s": 2.5, "speedup_vs_batch_1": 2.5},
+    ], "skipped": []}  # fmt: skip
+    for name, record in (("gpu_rectifid", rectifid), ("gpu_tf_ti2i", tf)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    measurements = script.read_measurements(tmp_path)
+    job = script.Job("paper_dreambooth", "rectifid", "fair", 3160, False, 512, 50, 4)
+    best = script.match(job, measurements)
+    assert best.batch_size == 4 and best.seconds_per_image == pytest.approx(1 / (3 * base))
+    job = script.Job("paper_dreambooth", "tf_ti2i", "fair", 3160, False, size, tf["cases"][0]["steps"], 1)
+    best = script.match(job, measurements)
+    assert best.batch_size == 4 and best.seconds_per_image == pytest.approx(median / 2.5)
