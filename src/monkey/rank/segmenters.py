@@ -64,3 +64,91 @@ class ClipSegSegmenter:
 
     def __call__(self, image: Image.Image, source: Source) -> np.ndarray:
         return (self.probabilities(image, source.subject_word) > self.threshold).numpy()
+
+
+class GroundingSamSegmenter:
+    """GroundingDINO finds boxes for the subject word; SAM segments the best one.
+
+    Box: `GroundingDinoForObjectDetection` prompted with `prompt` (GroundingDINO's convention: lower case,
+    ending in a full stop), boxes kept by transformers' `post_process_grounded_object_detection` with
+    `box_threshold` (box score) and `text_threshold` (token score), defaults 0.35 and 0.25 as GroundingDINO's
+    own demo; the box of highest score is the subject. Mask: `SamModel` prompted with that box, one mask
+    (`multimask_output=False`), its logits upsampled to the image by `SamProcessor.post_process_masks` and
+    kept where > `mask_threshold` (0.0, SAM's own). No box above the thresholds: an empty mask (the caller's
+    "no subject found"). `tiny`: the random twins of `monkey.models.tiny_segmenters` instead of the models.
+    """
+
+    def __init__(
+        self,
+        detector: str = "IDEA-Research/grounding-dino-tiny",
+        sam: str = "facebook/sam-vit-base",
+        prompt: str = "{word}.",
+        box_threshold: float = 0.35,
+        text_threshold: float = 0.25,
+        mask_threshold: float = 0.0,
+        device: str = "cpu",
+        tiny: bool = False,
+    ):
+        from transformers import AutoProcessor, GroundingDinoForObjectDetection, SamModel, SamProcessor
+
+        if tiny:
+            from monkey.models.tiny_segmenters import materialize_tiny_segmenter
+
+            detector, sam = str(materialize_tiny_segmenter("grounding_dino")), str(materialize_tiny_segmenter("sam"))
+        if "{word}" not in prompt:
+            raise ConfigError(f"segmenter.prompt={prompt!r} must contain {{word}} (the subject word)")
+        for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
+            if not 0.0 <= float(value) < 1.0:
+                raise ConfigError(f"segmenter.{name}={value!r} must lie in [0, 1) (a score)")
+        self.device = torch.device(device)
+        for key, name in (("detector", detector), ("sam", sam)):
+            try:
+                if key == "detector":
+                    self.detector_processor = AutoProcessor.from_pretrained(name)
+                    self.detector = GroundingDinoForObjectDetection.from_pretrained(name).eval().to(self.device)
+                else:
+                    self.sam_processor = SamProcessor.from_pretrained(name)
+                    self.sam = SamModel.from_pretrained(name).eval().to(self.device)
+            except (OSError, ValueError) as err:
+                raise ModelLoadError(
+                    f"cannot load segmenter.{key}={name!r} {offline_hint(name)}. Cause: {load_cause(err)}"
+                ) from err
+        self.prompt = prompt
+        self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
+        self.mask_threshold = float(mask_threshold)
+
+    @torch.no_grad()
+    def best_box(self, image: Image.Image, word: str) -> list[float] | None:
+        """[x0, y0, x1, y1] in image pixels of the highest-scoring box for `word`, or None."""
+        text = self.prompt.replace("{word}", word).lower()
+        inputs = self.detector_processor(images=image, text=text, return_tensors="pt").to(self.device)
+        outputs = self.detector(**inputs)
+        found = self.detector_processor.post_process_grounded_object_detection(
+            outputs,
+            inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=[(image.height, image.width)],
+        )[0]
+        if len(found["scores"]) == 0:
+            return None
+        return found["boxes"][int(found["scores"].argmax())].tolist()
+
+    @torch.no_grad()
+    def box_mask(self, image: Image.Image, box: list[float]) -> np.ndarray:
+        """[H, W] bool: SAM's mask of the object in `box`."""
+        inputs = self.sam_processor(images=image, input_boxes=[[box]], return_tensors="pt").to(self.device)
+        outputs = self.sam(**inputs, multimask_output=False)  # pred_masks [1, 1, 1, h, w]
+        masks = self.sam_processor.image_processor.post_process_masks(
+            outputs.pred_masks.cpu(),
+            inputs["original_sizes"].cpu(),
+            inputs["reshaped_input_sizes"].cpu(),
+            mask_threshold=self.mask_threshold,
+        )
+        return masks[0][0, 0].numpy().astype(bool)
+
+    def __call__(self, image: Image.Image, source: Source) -> np.ndarray:
+        box = self.best_box(image, source.subject_word)
+        if box is None:
+            return np.zeros((image.height, image.width), dtype=bool)
+        return self.box_mask(image, box)
