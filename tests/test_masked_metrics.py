@@ -245,3 +245,20 @@ def test_monkey_bench_eval_masked_fills_the_columns_of_scores_and_table1(tmp_pat
     for label in ("DINO (subject)", "CLIP-I (subject)", "CLIP-T (background)", "Subject area", "Mask IoU"):
         assert label in table
     assert "Masked metrics" in table
+
+
+def test_masked_scores_of_other_image_bytes_are_never_shown(tmp_path):
+    """A regenerated image keeps its old masked file until it is scored again: the frame shows none of it."""
+    from monkey.eval.score_store import ScoreSet
+
+    scores = ScoreSet(tmp_path, "default")
+    base = {"method": "monkey", "item_id": "dreambooth/dog/00/p00/s0", "scores": {"clip_t": 0.3}}
+    scores.write({**base, "image_sha256": "a" * 64})
+    masked = {"scores": {"dino_subject": 0.7, "mask_iou": 0.5}, "masked_flag": "", "background_text": "in the snow"}
+    scores.write_masked({**base, **masked, "image_sha256": "a" * 64})
+    frame = scores.frame()
+    assert frame[["dino_subject", "mask_iou"]].values.tolist() == [[0.7, 0.5]]
+    assert frame["background_text"].tolist() == ["in the snow"]
+    scores.write({**base, "image_sha256": "b" * 64})  # the image was made again
+    frame = scores.frame()
+    assert "dino_subject" not in frame and "background_text" not in frame
