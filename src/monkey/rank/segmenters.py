@@ -70,9 +70,10 @@ class GroundingSamSegmenter:
     """GroundingDINO finds boxes for the subject word; SAM segments the best one.
 
     Box: `GroundingDinoForObjectDetection` prompted with `prompt` (GroundingDINO's convention: lower case,
-    ending in a full stop), boxes kept by transformers' `post_process_grounded_object_detection` with
-    `box_threshold` (box score) and `text_threshold` (token score), defaults 0.35 and 0.25 as GroundingDINO's
-    own demo; the box of highest score is the subject. Mask: `SamModel` prompted with that box, one mask
+    ending in a full stop); a box's score is its best token probability (transformers'
+    `post_process_grounded_object_detection`), boxes scoring > `box_threshold` are kept (GroundingDINO's rule,
+    IDEA-Research/GroundingDINO README.md:102@856dde2; 0.35 as its README example, README.md:231) and the
+    best of them is the subject. Mask: `SamModel` prompted with that box, one mask
     (`multimask_output=False`), its logits upsampled to the image by `SamProcessor.post_process_masks` and
     kept where > `mask_threshold` (0.0, SAM's own). No box above the thresholds: an empty mask (the caller's
     "no subject found"). `tiny`: the random twins of `monkey.models.tiny_segmenters` instead of the models.
@@ -84,7 +85,6 @@ class GroundingSamSegmenter:
         sam: str = "facebook/sam-vit-base",
         prompt: str = "{word}.",
         box_threshold: float = 0.35,
-        text_threshold: float = 0.25,
         mask_threshold: float = 0.0,
         device: str = "cpu",
         tiny: bool = False,
@@ -97,9 +97,8 @@ class GroundingSamSegmenter:
             detector, sam = str(materialize_tiny_segmenter("grounding_dino")), str(materialize_tiny_segmenter("sam"))
         if "{word}" not in prompt:
             raise ConfigError(f"segmenter.prompt={prompt!r} must contain {{word}} (the subject word)")
-        for name, value in (("box_threshold", box_threshold), ("text_threshold", text_threshold)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ConfigError(f"segmenter.{name}={value!r} must lie in [0, 1) (a score)")
+        if not 0.0 <= float(box_threshold) < 1.0:
+            raise ConfigError(f"segmenter.box_threshold={box_threshold!r} must lie in [0, 1) (a probability)")
         self.device = torch.device(device)
         for key, name in (("detector", detector), ("sam", sam)):
             try:
@@ -114,7 +113,7 @@ class GroundingSamSegmenter:
                     f"cannot load segmenter.{key}={name!r} {offline_hint(name)}. Cause: {load_cause(err)}"
                 ) from err
         self.prompt = prompt
-        self.box_threshold, self.text_threshold = float(box_threshold), float(text_threshold)
+        self.box_threshold = float(box_threshold)
         self.mask_threshold = float(mask_threshold)
 
     @torch.no_grad()
@@ -127,7 +126,6 @@ class GroundingSamSegmenter:
             outputs,
             inputs["input_ids"],
             threshold=self.box_threshold,
-            text_threshold=self.text_threshold,
             target_sizes=[(image.height, image.width)],
         )[0]
         if len(found["scores"]) == 0:
