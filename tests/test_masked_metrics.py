@@ -262,3 +262,12 @@ def test_masked_scores_of_other_image_bytes_are_never_shown(tmp_path):
     scores.write({**base, "image_sha256": "b" * 64})  # the image was made again
     frame = scores.frame()
     assert "dino_subject" not in frame and "background_text" not in frame
+
+
+def test_prefetch_lists_the_segmenters_models_only_when_eval_masked_is_on():
+    from monkey.prefetch import all_needs
+
+    base = ["eval=default", "method=ip_adapter_1.0", "run.stages=[generate,evaluate]"]
+    repos = {need.repo_id for need in all_needs([*base, "eval.masked=true"])}
+    assert {"IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base"} <= repos
+    assert not {"IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base"} & {n.repo_id for n in all_needs(base)}

@@ -8,6 +8,9 @@ mask = sigmoid(logits) resized to the image (bilinear) > `threshold`. It is load
 `masks.segmenter={_target_:monkey.rank.segmenters.ClipSegSegmenter,model:CIDAS/clipseg-rd64-refined}`.
 """
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,7 +18,8 @@ from PIL import Image
 
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.models.profiles import load_cause, offline_hint
+from monkey.hub_needs import HubNeed, transformers_model
+from monkey.models.profiles import is_local, load_cause, offline_hint
 
 
 class ClipSegSegmenter:
@@ -78,6 +82,24 @@ class GroundingSamSegmenter:
     kept where > `mask_threshold` (0.0, SAM's own). No box above the thresholds: an empty mask (the caller's
     "no subject found"). `tiny`: the random twins of `monkey.models.tiny_segmenters` instead of the models.
     """
+
+    @staticmethod
+    def hub_needs(
+        detector: str = "IDEA-Research/grounding-dino-tiny",
+        sam: str = "facebook/sam-vit-base",
+        tiny: bool = False,
+        **_: Any,
+    ) -> list[HubNeed]:
+        """What __init__ reads from the hub (monkey-prefetch): both models with their processors (none when tiny)."""
+        if tiny:
+            return []
+        needs = []
+        if not is_local(detector):
+            needs.append(transformers_model(detector, "GroundingDINO of eval.segmenter", processor=True))
+        if not is_local(sam):  # SamProcessor: an image processor, no tokenizer
+            base = transformers_model(sam, "SAM of eval.segmenter")
+            needs.append(replace(base, files=(*base.files, ("preprocessor_config.json",))))
+        return needs
 
     def __init__(
         self,
