@@ -12,6 +12,7 @@ level a resample draws subjects with replacement and averages all images of the 
 import numpy as np
 import pandas as pd
 from monkey.eval.judge import JUDGE_COLUMNS
+from monkey.eval.masked_columns import masked_metric_columns
 
 from monkey.hashing import stable_hash
 
@@ -143,4 +144,5 @@ def metric_columns(scores: pd.DataFrame, backbones: dict[str, list[str | None]])
         if text_metric:
             columns += [text_metric, f"{text_metric}_paper"]
     columns += list(JUDGE_COLUMNS)  # eval.judge's ratings, where a judge rated the images
+    columns += masked_metric_columns(backbones)  # eval.masked's columns, where they were computed
     return [c for c in columns if c in scores]

@@ -31,6 +31,7 @@ from monkey.eval.gallery import write_gallery
 from monkey.eval.grid import image_grid
 from monkey.eval.index_page import write_index
 from monkey.eval.judge import JUDGE_COLUMNS
+from monkey.eval.masked_columns import SUBJECT_AREA, masked_flags_markdown
 from monkey.eval.multi_subject import write_multi_subject
 from monkey.eval.plots import pareto_plot
 from monkey.eval.run_settings import RowSettings, row_settings
@@ -136,6 +137,7 @@ def build_report(
     level = settings["level"]
     table_metrics = [m for m in settings["metrics"] if m in metrics]
     table_metrics += [m for m in JUDGE_COLUMNS if m in metrics and m not in table_metrics]  # a judge rated them
+    table_metrics += [m for m in settings.get("masked_metrics") or [] if m in metrics and m not in table_metrics]
     pairs = [tuple(pair) for pair in settings["pareto"] if set(pair) <= set(metrics)]
     swept = build_sweep(scores, summary, settings, sweep or settings.get("sweep"))  # a bad --sweep stops here
     people = agreement_inputs(settings.get("agreement"), eval_cfg.name, run_dirs, boot)  # a bad key stops here too
@@ -148,12 +150,14 @@ def build_report(
     write_frame(out_dir / "runs.csv", runs_table(scores))
 
     wide = table1_frame(summary, table_metrics, settings["datasets"], references, level)
+    wide.attrs["unranked"] = [SUBJECT_AREA]  # a size, not a score: never bold
     marks = rank_marks(wide)
     membership = pareto_membership(summary, pairs, references, labels, level)
     made_with = row_settings(scores)  # variant -> generated size and pairing
     table = table1_csv(wide, membership, made_with)
     write_frame(out_dir / "table1.csv", table)
     table_md = table1_markdown(wide, marks, membership, labels, table1_stats(summary, wide, level), made_with)
+    table_md += masked_flags_markdown(scores)  # the images each masked column leaves out, and why
     write_text(out_dir / "table1.md", table_md)
     write_text(out_dir / "table1.tex", table1_latex(wide, marks, membership, labels, made_with))
 

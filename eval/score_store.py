@@ -27,6 +27,8 @@ from monkey.names import path_name
 SCORES_DIR = "scores"
 ORACLE = "oracle"  # reserved method label of the real-image reference rows
 JUDGE_DIR = "judge"
+MASKED_DIR = "masked"  # eval.masked's records (monkey.eval.masked), beside items/ and judge/
+MASKED_FIELDS = ("masked_flag", "background_text")  # a masked record's text columns
 FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not data
 TRANSFORMS = "transforms"  # eval_config.json: each backbone's preprocessing as it ran (descriptive)
 IGNORED_BY_OPEN_CLIP = ("resize", "crop")  # open_clip uses its model's own transform
@@ -157,14 +159,34 @@ class ScoreSet:
             return {}
         return {key: value for key, value in judged.items() if key.startswith("judge_") and key != "judge_model"}
 
+    def masked_path(self, method: str, item_id: str) -> Path:
+        items = self.path(method, item_id)  # the same names, under masked/ instead of items/
+        return self.root / MASKED_DIR / items.relative_to(self.root / "items")
+
+    def read_masked(self, method: str, item_id: str) -> dict[str, Any] | None:
+        path = self.masked_path(method, item_id)
+        return read_record(path) if path.is_file() else None
+
+    def write_masked(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.masked_path(record["method"], record["item_id"]), record)
+
+    def masked_columns(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(scores, text fields) of a score record's masked metrics: only from these very image bytes."""
+        masked = self.read_masked(record["method"], record["item_id"])
+        if masked is None or masked.get("image_sha256") != record.get("image_sha256"):
+            return {}, {}
+        return masked["scores"], {key: masked.get(key) for key in MASKED_FIELDS}
+
     def frame(self) -> pd.DataFrame:
-        """One row per record; the `scores` dict (and the judge's ratings, when there are any) becomes one
-        column per metric (None -> NaN)."""
+        """One row per record; the `scores` dict (and the judge's ratings and the masked metrics, when there
+        are any) becomes one column per metric (None -> NaN)."""
         records = self.records()
         if not records:
             return pd.DataFrame()
         for record in records:
-            record["scores"] = {**record["scores"], **self.judge_scores(record)}
+            masked, fields = self.masked_columns(record)
+            record["scores"] = {**record["scores"], **self.judge_scores(record), **masked}
+            record.update(fields)
         rows = [{**{k: v for k, v in r.items() if k not in FRAME_OMITS}, **r["scores"]} for r in records]
         frame = pd.DataFrame(rows)
         for metric in {m for r in records for m in r["scores"]}:

@@ -26,6 +26,7 @@ import torch
 from monkey.eval.backbones import Backbone, BackboneSpec, backbone_specs, load_backbone
 from monkey.eval.embeddings import EmbeddingCache
 from monkey.eval.judge_run import judge_run, judge_settings
+from monkey.eval.masked import masked_run, masked_settings
 from monkey.eval.score_store import IGNORED_BY_OPEN_CLIP, ORACLE, ScoreSet
 from omegaconf import DictConfig, OmegaConf
 
@@ -99,6 +100,7 @@ class EvaluateSummary:
     scored: int = 0  # generated-image records (re)written
     oracle_scored: int = 0
     judged: int = 0  # images the judge (eval.judge) rated anew
+    masked: int = 0  # records whose masked metrics (eval.masked) were computed anew
     forwards: dict[str, int] = field(default_factory=dict)  # backbone key -> images + texts embedded
 
 
@@ -235,8 +237,12 @@ def evaluate_run(
     item_ids: set[str] | None = None,
 ) -> EvaluateSummary:
     """Score the finished images of a run folder (only `item_ids` when given) into scores/<eval.name>/,
-    then, when `eval.judge` names a judge, have it rate them (monkey.eval.judge_run)."""
+    then, with `eval.masked=true`, their masked metrics (monkey.eval.masked), and when `eval.judge` names a
+    judge, have it rate them (monkey.eval.judge_run)."""
     summary = score_run(run_dir, eval_cfg, dataset_cfg, item_ids)
+    masked = masked_settings(to_plain(eval_cfg))
+    if masked is not None and summary.rows:
+        summary.masked = masked_run(run_dir, to_plain(eval_cfg), masked, item_ids)
     judge = judge_settings(to_plain(eval_cfg))
     if judge is not None and summary.rows:
         summary.judged = judge_run(run_dir, str(to_plain(eval_cfg)["name"]), judge, item_ids)

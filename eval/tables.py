@@ -64,6 +64,8 @@ def rank_marks(wide: pd.DataFrame) -> pd.DataFrame:
     marks = pd.DataFrame("", index=wide.index, columns=wide.columns)
     ranked = [v for v in wide.index if v not in wide.attrs.get("references", [])]
     for column in wide.columns:
+        if column[1] in wide.attrs.get("unranked", []):  # e.g. subject_area: a size, higher is not better
+            continue
         values = wide.loc[ranked, column].dropna().map(shown)
         distinct = sorted(set(values), reverse=True)
         for mark, target in zip(("best", "second"), distinct, strict=False):

@@ -62,10 +62,11 @@ def fake_generate(
     prompt_suffix: str = "",
     paper_location: bool = False,
     overlay: bool = False,
+    mask: Image.Image | None = None,
 ) -> None:
     """Write images and manifest rows for `items` as `method`, the way monkey.runner does; with
     `paper_location`, rows also carry the paper preset's CLIP-T text (the location alone); with
-    `overlay`, each image gets an `overlay` artifact as MONKEY's do."""
+    `overlay`, each image gets an `overlay` artifact as MONKEY's do; with `mask`, that `mask` artifact."""
     store = RunStore(run_dir)
     with store.writer(method, f"test-{time.monotonic_ns()}") as writer:
         for index, item in enumerate(items):
@@ -75,6 +76,8 @@ def fake_generate(
             artifacts = {}
             if overlay:
                 artifacts["overlay"] = store.write_artifact(relpath, "overlay", image.convert("L").convert("RGB"))
+            if mask is not None:  # MONKEY's image-size mask artifact, as monkey.adapter.artifacts writes it
+                artifacts["mask"] = store.write_artifact(relpath, "mask", mask)
             writer.append(
                 {
                     **item.describe(),

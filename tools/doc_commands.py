@@ -113,6 +113,7 @@ TINY = {
     ("methods/ip_adapter.md", "monkey-bench experiment=sweep_ip_scale"),
     ("methods/tf_ti2i.md", "monkey-bench hydra.mode=RUN method=tf_ti2i plan.limit.subjects=2 plan.limit.prompts=2"),
     ("monkey.md", "monkey-bench hydra.mode=RUN method=monkey plan.limit.subjects=2 plan.limit.prompts=2"),
+    ("evaluation.md", "monkey-bench hydra.mode=RUN method=monkey eval.masked=true 'run.stages=[generate,evaluate,report]'"),
     ("monkey.md", "monkey-bench -m method=monkey method.token=0,1,2,3"),
     ("monkey.md", "monkey-bench -m method=monkey method.combine=mean,union method.threshold=0.3,0.5,0.7"),
     (
@@ -164,6 +165,7 @@ NOT_RUN = {
     ("development.md", "mkdocs build --strict --site-dir /tmp/site"): "docs extra",
     ("evaluation.md", "monkey-bench run.stages=[evaluate] ...same overrides as the run..."): "after",
     ("evaluation.md", "monkey-report runs/demo"): "after",
+    ("evaluation.md", "monkey-report runs/demo eval.masked=true"): "after",
     ("evaluation.md", "monkey-report runs/a runs/b/ip_adapter_1.0 --out reports/ab"): "after",
     ("evaluation.md", "monkey-report runs/demo eval.report.level=subject eval.report.bootstrap.samples=5000"): "after",
     ("gpu.md", "pip install torch==2.14.1 torchvision==0.29.1 && pip install ."): "install",

@@ -66,6 +66,8 @@ def check_job_config(cfg: DictConfig) -> None:
             path_name(cfg.eval.name, "eval.name")
         if cfg.eval.get("device") is not None:
             check_device(str(cfg.eval.device), "eval.device")
+        if not isinstance(cfg.eval.get("masked", False), bool):  # before generating, not after (monkey.eval.masked)
+            raise ConfigError(f"eval.masked={cfg.eval.masked!r} is not allowed; choose true or false")
 
 
 def select(cfg: DictConfig, key: str) -> Any:

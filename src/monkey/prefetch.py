@@ -105,6 +105,8 @@ def job_needs(job: Job) -> list[HubNeed]:
     if any(stage in SCORING_STAGES for stage in cfg.run.stages):
         for backbone in backbone_specs(OmegaConf.to_container(cfg.eval.backbones, resolve=True)):
             needs += backbone.needs()
+        if cfg.eval.get("masked", False):  # eval.masked: its segmenter's models too (monkey.eval.masked)
+            needs += list(component_needs(OmegaConf.to_container(cfg.eval.segmenter, resolve=True), "eval.segmenter"))
     wanted_by = (job.label or "the run",)
     return [HubNeed(**{**need.__dict__, "wanted_by": wanted_by}) for need in needs]
 
