@@ -218,3 +218,28 @@ def test_a_control_has_its_own_pass_1_and_config_hash(make_config, tiny_runtime,
         for extra in ((), ("+control=canny",), ("+control=canny", "method.control.end=0.5"))
     }
     assert len(hashes) == 3
+
+
+# ---- the experiment ------------------------------------------------------------------------------
+def test_the_controlnet_experiment_runs_four_variants_over_the_same_items_into_one_report(tmp_path):
+    """`monkey-bench experiment=controlnet` (docs/controlnet.md), smaller: the report's table holds
+    MONKEY and IP-Adapter with and without control, each on the same items."""
+    import json
+
+    import pandas as pd
+    from test_cli import run_cli
+
+    small = ("plan.limit.subjects=1", "plan.limit.prompts=1", "generation.height=64", "generation.width=64")
+    result = run_cli(tmp_path, "experiment=controlnet", *small)
+    assert result.returncode == 0, result.stderr[-3000:]
+    experiment = tmp_path / "runs" / "controlnet"
+    table = pd.read_csv(experiment / "report" / "table1.csv")
+    variants = {f"{m} (control={c})" for m in ("ip_adapter_1.0", "monkey") for c in ("canny", "none")}
+    assert variants <= set(table["variant"])
+    scores = pd.read_csv(experiment / "report" / "scores.csv")
+    generated = scores[scores["method"] != "oracle"]
+    assert generated.groupby("variant")["item_id"].apply(tuple).nunique() == 1  # the same items everywhere
+    for folder in experiment.glob("*,control=*"):
+        rows = [json.loads(line) for path in (folder / "manifest").glob("*.jsonl") for line in path.open()]
+        controlled = folder.name.split(",")[1] == "control=canny"
+        assert all(("control" in (row["info"] or {})) == controlled for row in rows), folder.name
