@@ -33,8 +33,8 @@ def runtime_of(make_config, model: str = "tiny"):
 
 
 def requests(count: int = 2, location: str = "in the jungle") -> list[GenerationRequest]:
-    source = load_dreambooth()[0]
-    items = [WorkItem(source, i, location, f"{source.subject} {location}", 0, 100 + i) for i in range(count)]
+    sources = load_dreambooth()[:count]  # one subject per item: each has its own control image
+    items = [WorkItem(s, i, location, f"{s.subject} {location}", 0, 100 + i) for i, s in enumerate(sources)]
     return [GenerationRequest(item, item.prompt, item.seed, SIZE, SIZE) for item in items]
 
 
