@@ -1,9 +1,13 @@
 """Plain IP-Adapter generation: the paper's baseline at scale 0.5 and 1.0 (and 0.0, text only)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+from monkey.adapter.sampler import loop_steps
+from monkey.controlnet.hook import control_unet
+from monkey.controlnet.method_control import ARTIFACT, MethodControl
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
@@ -19,6 +23,7 @@ class IPAdapterMethod(Method):
         scale: float = 1.0,
         num_inference_steps: int = 8,
         guidance_scale: float = 8.5,
+        control: dict[str, Any] | None = None,
     ):
         super().__init__(name, runtime)
         self.scale = scale
@@ -26,6 +31,7 @@ class IPAdapterMethod(Method):
         self.guidance_scale = guidance_scale
         self.pipe = load_runtime_pipeline(runtime)
         self.embedder = SubjectEmbedder(self.pipe)
+        self.control = MethodControl.optional(control, runtime)  # method.control: a ControlNet (docs/controlnet.md)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """One pipeline call for the whole batch, whatever its subjects: diffusers repeats
@@ -39,7 +45,13 @@ class IPAdapterMethod(Method):
         embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D] (or [n, 1, S, D])
         guided = uses_cfg(self.pipe, self.guidance_scale)
         negative = self.embedder.negative_embeds()
-        with item_image_embeds(self.pipe.unet, embeds, guided, negative) as ip_embeds:
+        control = self.control.for_call(requests) if self.control is not None else None
+        with (
+            item_image_embeds(self.pipe.unet, embeds, guided, negative) as ip_embeds,
+            control_unet(
+                self.pipe.unet, control.batch if control else None, loop_steps(self.pipe, self.num_inference_steps)
+            ),
+        ):
             images = self.pipe(
                 prompt=[r.prompt for r in requests],
                 height=height,
@@ -50,4 +62,9 @@ class IPAdapterMethod(Method):
                 ip_adapter_image_embeds=ip_embeds,
                 output_type="pil",
             ).images
-        return [GenerationResult(image=image) for image in images]
+        if control is None:
+            return [GenerationResult(image=image) for image in images]
+        return [
+            GenerationResult(image=image, artifacts={ARTIFACT: control.images[i]}, info=control.rows[i])
+            for i, image in enumerate(images)
+        ]

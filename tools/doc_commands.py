@@ -94,6 +94,9 @@ WHY = {
 
 # Commands that run as written on the tiny profiles (monkey-bench ones are composed by the tests).
 TINY = {
+    ("controlnet.md", "monkey-bench experiment=controlnet"),
+    ("controlnet.md", "monkey-bench method=monkey +control=canny"),
+    ("controlnet.md", "monkey-bench method=monkey +control=canny method.control.scale=0.5 method.control.start=0.25"),
     ("attention.md", "monkey-attention"),
     ("attention.md", "monkey-attention subject=cat prompt_index=3 rows=layers --out figs/cat"),
     (
@@ -133,6 +136,7 @@ TINY = {
 }
 # Commands CI does not run, and why (a key of WHY).
 NOT_RUN = {
+    ("controlnet.md", "monkey-bench method=monkey +control=folder method.control.folder=controls/depth"): "data",
     ("configuration.md", "monkey-bench method=nope"): "refused",
     ("configuration.md", "monkey-bench hydra.mode=RUN method.nokey=3"): "refused",
     (

@@ -7,6 +7,7 @@ from monkey.adapter.artifacts import item_artifacts
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import SharedWork, ShareSettings
+from monkey.controlnet.method_control import ARTIFACT, MethodControl
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest, GenerationResult, Method
 from monkey.models.profiles import Runtime, load_runtime_pipeline
@@ -14,7 +15,14 @@ from monkey.subject_embeds import SubjectEmbedder
 
 
 class MonkeyMethod(Method):
-    def __init__(self, name: str, runtime: Runtime, share: dict[str, Any] | None = None, **knobs: Any):
+    def __init__(
+        self,
+        name: str,
+        runtime: Runtime,
+        share: dict[str, Any] | None = None,
+        control: dict[str, Any] | None = None,
+        **knobs: Any,
+    ):
         super().__init__(name, runtime)
         self.settings = MonkeySettings(**knobs)
         try:
@@ -26,6 +34,7 @@ class MonkeyMethod(Method):
         self.pipe = load_runtime_pipeline(runtime)
         self.sampler = MonkeySampler(self.pipe, self.settings, shared)
         self.embedder = SubjectEmbedder(self.pipe)
+        self.control = MethodControl.optional(control, runtime)  # method.control: a ControlNet (docs/controlnet.md)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """One pipeline call per pass for the whole batch, whatever its subjects (each item keeps its
@@ -35,6 +44,7 @@ class MonkeyMethod(Method):
         if len(sizes) != 1:
             raise ConfigError(f"one MONKEY batch must share one image size, got {sorted(sizes)}")
         height, width = sizes.pop()
+        control = self.control.for_call(requests) if self.control is not None else None
         batch = SubjectBatch(
             prompts=[r.prompt for r in requests],
             seeds=[r.seed for r in requests],
@@ -42,6 +52,7 @@ class MonkeyMethod(Method):
             height=height,
             width=width,
             negative_embeds=self.embedder.negative_embeds(),
+            control=control.batch if control is not None else None,
         )
         output = self.sampler(batch, labels=[r.item.item_id for r in requests])
         latent_hw = self.sampler.latent_hw(batch)
@@ -58,5 +69,8 @@ class MonkeyMethod(Method):
                 pass1_images[index] if pass1_images else None,
             )
             info = {**item_mask.info(), **output.sharing}
+            if control is not None:
+                info.update(control.rows[index])
+                artifacts[ARTIFACT] = control.images[index]
             results.append(GenerationResult(image=image, artifacts=artifacts, info=info))
         return results

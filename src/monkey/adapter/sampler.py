@@ -29,6 +29,7 @@ from monkey.adapter.control import StepController, StepPlan, StopSampling
 from monkey.adapter.masks import ItemMask, extract_mask, resize, to_grid
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, Snapshot, call_identity, resumable, union
+from monkey.controlnet.hook import ControlBatch, control_unet
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
 from monkey.prompt_embeds import prompt_embeds
@@ -49,6 +50,7 @@ class SubjectBatch:
     height: int
     width: int
     negative_embeds: torch.Tensor | None = None  # [1, 1, ...] the CFG negative; None: zeros (base adapters)
+    control: ControlBatch | None = None  # a ControlNet and each item's control image, the same in both passes
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.seeds):
@@ -107,6 +109,7 @@ class MonkeySampler:
     ):
         model_layers = attn2_layers(pipe.unet)
         initial_loop = loop_steps(pipe, settings.initial_steps)
+        self.initial_loop = initial_loop  # iterations of pass 1's sampling loop
         self.final_loop = loop_steps(pipe, settings.final_steps)  # iterations of pass 2's sampling loop
         settings.check_model(model_layers, num_image_tokens(pipe.unet), initial_loop, self.final_loop)
         # `record_dtype: model` becomes the UNet's dtype here, so the cache keys and records name the real one
@@ -201,6 +204,7 @@ class MonkeySampler:
                 recorder=recorder,
                 stop_after=None if keep_image else steps[-1],
             ) as control,
+            control_unet(self.pipe.unet, batch.control, self.initial_loop),
         ):
             try:
                 output = self.pipe(
@@ -249,9 +253,11 @@ class MonkeySampler:
 
     def call_identity(self, batch: SubjectBatch) -> dict[str, Any]:
         assert self.shared is not None
-        return call_identity(
+        call = call_identity(
             self.shared.identity, batch.prompts, batch.seeds, batch.image_embeds, batch.height, batch.width
         )
+        # a control changes both passes: it keys the pass-1 maps and the pass-2 prefixes alike
+        return call if batch.control is None else {**call, "control": batch.control.identity}
 
     def final(
         self,
@@ -308,6 +314,7 @@ class MonkeySampler:
             StepController(
                 self.pipe.unet, self.final_plan, len(batch), masks=masks, first_step=first, observer=observer
             ) as control,
+            control_unet(self.pipe.unet, batch.control, self.final_loop, first_step=first),
             quiet_custom_timesteps(),
         ):
             images = self.pipe(
