@@ -16,11 +16,7 @@ import torch
 from PIL import Image
 
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.hub_needs import HubNeed
 from monkey.models.profiles import load_cause, offline_hint
-
-SAM_FILES = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",))
-
 
 class SamAutoMasker:
     def __init__(
@@ -73,8 +69,3 @@ class SamAutoMasker:
             if tuple(mask.shape) != (image.height, image.width):
                 raise ValueError(f"SAM returned a {tuple(mask.shape)} mask for a {image.width}x{image.height} image")
         return out
-
-    @staticmethod
-    def hub_needs(model: str = "facebook/sam-vit-huge", tiny: bool = False, **_: Any) -> list[HubNeed]:
-        """What `monkey-prefetch` downloads for it (nothing for the tiny twin, written by code)."""
-        return [] if tiny else [HubNeed(model, "SAM automatic masks (method.refine.auto_masks)", files=SAM_FILES)]
