@@ -18,6 +18,7 @@ from PIL import Image
 from monkey.errors import ConfigError, ModelLoadError
 from monkey.models.profiles import load_cause, offline_hint
 
+
 class SamAutoMasker:
     def __init__(
         self,
