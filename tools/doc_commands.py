@@ -118,6 +118,7 @@ TINY = {
     ("monkey.md", "monkey-bench hydra.mode=RUN method=monkey plan.limit.subjects=2 plan.limit.prompts=2"),
     ("evaluation.md", "monkey-bench hydra.mode=RUN method=monkey eval.masked=true 'run.stages=[generate,evaluate,report]'"),
     ("monkey.md", "monkey-bench -m method=monkey method.token=0,1,2,3"),
+    ("monkey.md", "monkey-bench experiment=ablate_mask_source"),
     ("monkey.md", "monkey-bench -m method=monkey method.combine=mean,union method.threshold=0.3,0.5,0.7"),
     (
         "monkey.md",

@@ -10,6 +10,9 @@ An explicit command-line value replaces the whole expression, so overrides alway
 IP-Adapter, read from its weights file (monkey.models.adapter_tokens): the token ablation's sweep.
 
 `${monkey.folder_slug:X}` is X made one safe path component (monkey.names), for Hydra's output folders.
+
+`${monkey.step_range:N}` is the list [0, 1, ..., N-1]: every step of an N-step LCM sampling loop
+(e.g. MONKEY's `ip_steps: ${monkey.step_range:${method.final_steps}}`, the plain adapter on every step).
 """
 
 from typing import Any
@@ -33,10 +36,22 @@ def image_token_sweep(*, _root_: DictConfig) -> str:
     return sweep(_root_=_root_)
 
 
+def step_range(count: Any) -> list[int]:
+    try:
+        steps = int(count)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"${{monkey.step_range:{count}}} needs a whole number of steps") from err
+    if steps < 0:
+        raise ConfigError(f"${{monkey.step_range:{count}}} needs a non-negative number of steps")
+    return list(range(steps))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("monkey.if_tiny"):
         OmegaConf.register_new_resolver("monkey.if_tiny", if_tiny)
     if not OmegaConf.has_resolver("monkey.image_token_sweep"):
         OmegaConf.register_new_resolver("monkey.image_token_sweep", image_token_sweep)
+    if not OmegaConf.has_resolver("monkey.step_range"):
+        OmegaConf.register_new_resolver("monkey.step_range", step_range)
     if not OmegaConf.has_resolver("monkey.folder_slug"):
         OmegaConf.register_new_resolver("monkey.folder_slug", folder_slug)

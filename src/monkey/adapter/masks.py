@@ -10,7 +10,7 @@ step, then OR, as the reference code's clipped sum); min-max normalise; threshol
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -109,12 +109,14 @@ class ItemMask:
     degenerate: bool  # the map was constant or not finite, or the threshold kept no cell
     fallback: str | None  # what replaced a degenerate mask ("full"), else None
     reason: str | None = None  # why it is degenerate: "constant" (or not finite) or "empty"
+    source_info: dict[str, object] = field(default_factory=dict)  # a mask source's own fields (mask_sources.py)
 
     def info(self) -> dict[str, object]:
         info: dict[str, object] = {
             "mask_degenerate": self.degenerate,
             "mask_fallback": self.fallback,
             "mask_area": round(float(self.mask.float().mean()), 6),
+            **self.source_info,
         }
         if self.reason is not None:
             info["mask_degenerate_reason"] = self.reason

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from monkey.adapter.artifacts import item_artifacts
+from monkey.adapter.mask_sources import RefineSettings, build_mask_source
 from monkey.adapter.sampler import MonkeySampler, SubjectBatch
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import SharedWork, ShareSettings
@@ -21,10 +22,14 @@ class MonkeyMethod(Method):
         runtime: Runtime,
         share: dict[str, Any] | None = None,
         control: dict[str, Any] | None = None,
+        segmenter: dict[str, Any] | None = None,
+        refine: dict[str, Any] | None = None,
         **knobs: Any,
     ):
         super().__init__(name, runtime)
         self.settings = MonkeySettings(**knobs)
+        if refine is not None:  # a bad block fails here, whichever source the run uses
+            RefineSettings.from_config(refine, self.settings.paper_bug_exclusive_product)
         try:
             share_settings = ShareSettings(**(share or {}))
         except TypeError as err:
@@ -32,7 +37,8 @@ class MonkeyMethod(Method):
             raise ConfigError(f"method.share has an unknown key ({err}); allowed: {allowed}") from err
         shared = SharedWork.for_runtime(share_settings, runtime) if share_settings.enabled else None
         self.pipe = load_runtime_pipeline(runtime)
-        self.sampler = MonkeySampler(self.pipe, self.settings, shared)
+        mask_source = build_mask_source(self.settings, segmenter, refine, str(runtime.device))
+        self.sampler = MonkeySampler(self.pipe, self.settings, shared, mask_source=mask_source)
         self.embedder = SubjectEmbedder(self.pipe)
         self.control = MethodControl.optional(control, runtime)  # method.control: a ControlNet (docs/controlnet.md)
 
@@ -54,9 +60,10 @@ class MonkeyMethod(Method):
             negative_embeds=self.embedder.negative_embeds(),
             control=control.batch if control is not None else None,
         )
-        output = self.sampler(batch, labels=[r.item.item_id for r in requests])
+        labels, sources = [r.item.item_id for r in requests], [r.item.source for r in requests]
+        output = self.sampler(batch, labels=labels, sources=sources)
         latent_hw = self.sampler.latent_hw(batch)
-        pass1_images = output.pass1.images if output.pass1 is not None and output.pass1.images else None
+        pass1_images = output.pass1_images or None  # saved whenever made (save_pass1_image, image mask sources)
         results = []
         for index, image in enumerate(output.images):
             item_mask = output.masks[index]

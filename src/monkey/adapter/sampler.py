@@ -26,10 +26,12 @@ from diffusers import DiffusionPipeline
 
 from monkey.adapter.capture import AttentionRecorder, attn2_layers, capture_processors, map_key, num_image_tokens
 from monkey.adapter.control import StepController, StepPlan, StopSampling
+from monkey.adapter.mask_sources import ImageMaskSource, sourced_item_mask
 from monkey.adapter.masks import ItemMask, extract_mask, resize, to_grid
 from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import Pass1Cache, PrefixCache, SharedWork, Snapshot, call_identity, resumable, union
 from monkey.controlnet.hook import ControlBatch, control_unet
+from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
 from monkey.prompt_embeds import prompt_embeds
@@ -87,6 +89,7 @@ class MonkeyOutput:
     image_masks: torch.Tensor  # [n, H, W] the masks given to the IP-Adapter, at image size
     pass1: Pass1Result | None
     sharing: dict[str, Any] = field(default_factory=dict)  # what came from the shared caches, per call
+    pass1_images: list[Any] | None = None  # the decoded pass-1 images, computed or cached, when they were made
 
 
 def loop_steps(pipe: DiffusionPipeline, num_inference_steps: int) -> int:
@@ -106,6 +109,7 @@ class MonkeySampler:
         settings: MonkeySettings,
         shared: SharedWork | None = None,
         early_exit: bool = True,
+        mask_source: ImageMaskSource | None = None,
     ):
         model_layers = attn2_layers(pipe.unet)
         initial_loop = loop_steps(pipe, settings.initial_steps)
@@ -122,6 +126,12 @@ class MonkeySampler:
         self.settings = settings
         self.guided = uses_cfg(pipe, settings.guidance_scale)
         self.shared = shared
+        if (mask_source is None) != (settings.mask_source == "attention"):
+            raise ConfigError(
+                f"method.mask_source={settings.mask_source} but the sampler was given "
+                f"{'no' if mask_source is None else 'a'} image mask source"
+            )
+        self.mask_source = mask_source  # reads the pass-1 image (mask_sources.py); None: the attention mask
         # pass 1 leaves the UNet right after the last recorded layer of its last capture step (the same maps,
         # less of that evaluation); False runs that evaluation whole and stops after the step
         self.early_exit = early_exit
@@ -172,15 +182,17 @@ class MonkeySampler:
         output_type: str = "pil",
         layers: Sequence[str] | None = None,
         steps: Sequence[int] | None = None,
+        keep_image: bool | None = None,
     ) -> Pass1Result:
         """Run the mask pass and return the maps (all image tokens) of `layers` x `steps` per item,
         by default the configured layers and capture steps.
 
-        `output_type` applies to the pass-1 image, made only when `save_pass1_image` is set."""
+        `output_type` applies to the pass-1 image, made only when `save_pass1_image` is set or the
+        mask source reads it (`keep_image` overrides that)."""
         s = self.settings
         text = text if text is not None else self.encode_text(batch)
         steps = tuple(sorted(steps)) if steps is not None else s.capture_steps
-        keep_image = s.save_pass1_image
+        keep_image = s.needs_pass1_image if keep_image is None else keep_image
         recorder = AttentionRecorder(
             layers or s.layers,
             steps,
@@ -228,15 +240,32 @@ class MonkeySampler:
 
     # ---- masks ------------------------------------------------------------------------------
     def masks(
-        self, records: Sequence[Record], batch: SubjectBatch, labels: Sequence[str] | None = None
+        self,
+        records: Sequence[Record],
+        batch: SubjectBatch,
+        labels: Sequence[str] | None = None,
+        pass1_images: Sequence[Any] | None = None,
+        sources: Sequence[Source] | None = None,
     ) -> tuple[list[ItemMask], torch.Tensor]:
-        """Per-item masks, and the stack at image size [n, H, W] for the IP-Adapter."""
+        """Per-item masks, and the stack at image size [n, H, W] for the IP-Adapter. With an image mask
+        source, each attention mask at image size is handed with the item's pass-1 image to the source,
+        whose mask replaces it."""
         labels = labels or [f"item {index}" for index in range(len(records))]
         masks = [extract_mask(record, self.settings, label) for record, label in zip(records, labels, strict=True)]
-        image_masks = torch.stack(
-            [resize(item.mask, (batch.height, batch.width), soft=self.settings.soft) for item in masks]
-        )
-        return masks, image_masks
+        size = (batch.height, batch.width)
+        image_masks = torch.stack([resize(item.mask, size, soft=self.settings.soft) for item in masks])  # [n, H, W]
+        if self.mask_source is None:
+            return masks, image_masks
+        if pass1_images is None or len(pass1_images) != len(masks):
+            raise ValueError(f"mask_source={self.settings.mask_source} needs each item's decoded pass-1 image")
+        sources = sources if sources is not None else [None] * len(masks)
+        sourced = [
+            sourced_item_mask(self.mask_source(image, attention, source), item, self.settings, label)
+            for image, attention, source, item, label in zip(
+                pass1_images, image_masks, sources, masks, labels, strict=True
+            )
+        ]
+        return sourced, torch.stack([item.mask for item in sourced])
 
     # ---- pass 2 ---------------------------------------------------------------------------
     def final_plan(self, step: int) -> StepPlan:
@@ -328,22 +357,29 @@ class MonkeySampler:
 
     def pass1_records(
         self, batch: SubjectBatch, text: dict[str, torch.Tensor]
-    ) -> tuple[list[Record], Pass1Result | None, str]:
-        """This variant's pass-1 records: from the shared cache when all are there, else recorded
-        (with the sweep's extra layers and steps, which go to the cache for the other variants)."""
+    ) -> tuple[list[Record], Pass1Result | None, str, list[Any] | None]:
+        """This variant's pass-1 records (and decoded images, when it reads them): from the shared cache
+        when all are there, else recorded (with the sweep's extra layers and steps, which go to the
+        cache for the other variants, as does the image)."""
         s = self.settings
         cache = self.shared.pass1 if self.shared is not None else None
-        if cache is None or s.save_pass1_image:
+        if cache is None:
             pass1 = self.record(batch, text)
-            return pass1.records, pass1, "off" if cache is None else "computed (save_pass1_image: not cached)"
+            return pass1.records, pass1, "off", pass1.images
+        assert self.shared is not None
         keys = Pass1Cache.item_keys(self.call_identity(batch), s)
         records = cache.load(keys, s.layers, s.capture_steps)
-        if records is not None:
-            return records, None, "cache"
-        pass1 = self.record(batch, text, layers=self.record_layers, steps=self.record_steps)
+        images = cache.load_images(keys, self.shared.decoder) if s.needs_pass1_image else None
+        if records is not None and (images is not None or not s.needs_pass1_image):
+            return records, None, "cache", images
+        store_image = s.needs_pass1_image or self.shared.settings.record_image
+        pass1 = self.record(batch, text, layers=self.record_layers, steps=self.record_steps, keep_image=store_image)
         cache.store(keys, pass1.records)
+        if store_image:
+            cache.store_images(keys, self.shared.decoder, pass1.images)
         needed = {map_key(layer, step) for layer in s.layers for step in s.capture_steps}
-        return [{k: v for k, v in record.items() if k in needed} for record in pass1.records], pass1, "computed"
+        records = [{k: v for k, v in record.items() if k in needed} for record in pass1.records]
+        return records, pass1, "computed", pass1.images if s.needs_pass1_image else None
 
     def __call__(
         self,
@@ -351,17 +387,29 @@ class MonkeySampler:
         records: Sequence[Record] | None = None,
         labels: Sequence[str] | None = None,
         output_type: str = "pil",
+        sources: Sequence[Source] | None = None,
     ) -> MonkeyOutput:
-        """Both passes; `records` (e.g. from a cache) replaces pass 1."""
+        """Both passes; `records` (e.g. from a cache) replaces pass 1 (not with an image mask source,
+        which needs the pass-1 image). `sources`: each item's dataset Source (the segmenter's subject word)."""
         text = self.encode_text(batch)
         pass1 = None
         source = "given"
+        pass1_images = None
         if records is None:
-            records, pass1, source = self.pass1_records(batch, text)
-        masks, image_masks = self.masks(records, batch, labels)
+            records, pass1, source, pass1_images = self.pass1_records(batch, text)
+        elif self.mask_source is not None:
+            raise ValueError(f"mask_source={self.settings.mask_source} needs pass 1's image: pass no records")
+        masks, image_masks = self.masks(records, batch, labels, pass1_images, sources)
         images, prefix = self.final_pass(batch, image_masks, text, output_type)
         sharing = {"pass1": source, **prefix}
-        return MonkeyOutput(images=images, masks=masks, image_masks=image_masks, pass1=pass1, sharing=sharing)
+        return MonkeyOutput(
+            images=images,
+            masks=masks,
+            image_masks=image_masks,
+            pass1=pass1,
+            sharing=sharing,
+            pass1_images=pass1_images,
+        )
 
 
 def schedule(pipe: DiffusionPipeline, num_inference_steps: int) -> list[int]:

@@ -22,6 +22,9 @@ THRESHOLD_RULES = ("gt", "ge")
 # Precision of the recorded map's logits, softmax and head average: `float32` (this project), or `model`,
 # the UNet's own dtype (fp16 on CUDA, as the reference code ran everything); explicit half types for tests.
 RECORD_DTYPES = ("float32", "model", "float16", "bfloat16")
+# Where the subject mask comes from (mask_sources.py): pass 1's attention map (the paper), a segmenter's
+# subject mask of the pass-1 image, or the attention mask refined with SAM's automatic masks of that image.
+MASK_SOURCES = ("attention", "segmenter", "refined")
 
 
 def step_tuple(key: str, steps: Iterable[int]) -> tuple[int, ...]:
@@ -57,6 +60,7 @@ class MonkeySettings:
     attention_scale: str = "sdpa"  # logits of the recorded map: sdpa (x 1/sqrt(d), paper text) or none (ref. code)
     record_dtype: str = "float32"  # the recorded map's arithmetic: float32, or model (the UNet's dtype; ref. code fp16)
     # mask extraction
+    mask_source: str = "attention"  # attention | segmenter | refined (the last two read the pass-1 image)
     combine: str = "mean"  # mean: average maps, then threshold (paper); union: OR of thresholded maps (reference code)
     threshold: float = 0.5
     threshold_rule: str = "gt"  # gt: keep cells > threshold; ge: keep cells >= threshold (reference code)
@@ -70,6 +74,9 @@ class MonkeySettings:
     # the reference code's main_seg.py saves and scores, as MONKEY, the run masked and adapted on every
     # step (`final_image_all_steps=final_image_raw_mask=...`): true overrides ip_steps and mask_steps
     paper_bug_final_all_steps: bool = False
+    # main_seg.py's `exclusive` refinement multiplies the attention mask with every SAM segment (empty once two
+    # segments are disjoint); true computes that product, false the attention mask inside their union (refine.py)
+    paper_bug_exclusive_product: bool = False
     # both passes
     guidance_scale: float = 8.5
     save_pass1_image: bool = False  # run pass 1 to the end and decode it (costs the full pass)
@@ -95,6 +102,7 @@ class MonkeySettings:
             ("attention_scale", ATTENTION_SCALES),
             ("threshold_rule", THRESHOLD_RULES),
             ("record_dtype", RECORD_DTYPES),
+            ("mask_source", MASK_SOURCES),
         ):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"method.{key}={getattr(self, key)!r} is not allowed; choose one of {list(allowed)}")
@@ -110,6 +118,11 @@ class MonkeySettings:
     def resolved_record_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
         """The torch dtype of the recorded map's arithmetic; `model` is `model_dtype` (the UNet's)."""
         return model_dtype if self.record_dtype == "model" else getattr(torch, self.record_dtype)
+
+    @property
+    def needs_pass1_image(self) -> bool:
+        """Whether pass 1 must run to its end and decode its image (saved, or read by the mask source)."""
+        return self.save_pass1_image or self.mask_source != "attention"
 
     @property
     def last_capture_step(self) -> int:

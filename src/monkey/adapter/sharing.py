@@ -10,6 +10,10 @@ reruns share them, and a cached entry holds the bytes the computation would give
 Pass 1: one entry per (item, layer, step) with that map for all image tokens, [h, w, T]. A variant
 needs its layers x capture steps; when any is missing, pass 1 runs once and records those plus the
 extras of `share.record_layers` / `share.record_steps`, so the sweep's other variants find theirs.
+A variant that reads the pass-1 image (`save_pass1_image`, the segmenter and refined mask sources)
+also needs one image entry per item, keyed by the maps' item key plus the VAE's dtype; without it
+pass 1 runs to its end, and stores its image and maps for the variants after it; `share.record_image`
+makes any computed pass 1 do so, so that a sweep's first variant serves the image readers after it.
 Token, threshold, combine rule, mask steps and the pass-2 scale never enter the key; everything that
 changes a map does: the call, the pass-1 trajectory (steps, scale, guidance), the map's temperature
 (`attention_scale`, `record_dtype`) and the code itself (`CAPTURE_FORMAT` and a digest of the whole
@@ -27,13 +31,15 @@ Resuming needs a scheduler whose whole state is its step index (LCM); any other 
 import functools
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import LCMScheduler
+from PIL import Image
 
 import monkey
 from monkey.adapter.capture import CAPTURE_FORMAT, map_key
@@ -56,6 +62,7 @@ class ShareSettings:
     pass2_prefix: bool = True
     record_layers: tuple[str, ...] = ()  # ("all",): every attn2 layer of the model
     record_steps: tuple[int, ...] = ()
+    record_image: bool = False  # a computed pass 1 also runs to its end and caches its image (mask-source sweeps)
     dir: str | None = None  # cache root; default $MONKEY_CACHE or ~/.cache/monkey-bench
 
     def __post_init__(self) -> None:
@@ -205,6 +212,25 @@ class Pass1Cache:
                 layer, step = key.rsplit("@", 1)
                 self.cache.put_tensors(self.entry_key(item_key, layer, int(step)), {"map": values})
 
+    @staticmethod
+    def image_key(item_key: str, decoder: dict[str, Any]) -> str:
+        """The pass-1 image of an item: its maps' key (the same trajectory and code) and what decodes the
+        latents (the VAE's dtype), which the maps never see."""
+        return stable_hash([item_key, "image", decoder], 32)
+
+    def load_images(self, item_keys: Sequence[str], decoder: dict[str, Any]) -> list[Image.Image] | None:
+        """Every item's decoded pass-1 image, or None when any is missing."""
+        keys = [self.image_key(item_key, decoder) for item_key in item_keys]
+        entries = [self.cache.get_tensors(key) if key in self.cache else None for key in keys]
+        if any(entry is None for entry in entries):
+            return None
+        return [Image.fromarray(entry["image"].numpy()) for entry in entries]
+
+    def store_images(self, item_keys: Sequence[str], decoder: dict[str, Any], images: Sequence[Image.Image]) -> None:
+        for item_key, image in zip(item_keys, images, strict=True):
+            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())  # [H, W, 3]
+            self.cache.put_tensors(self.image_key(item_key, decoder), {"image": pixels})
+
 
 @dataclass
 class Snapshot:
@@ -257,6 +283,7 @@ class SharedWork:
 
     settings: ShareSettings
     identity: dict[str, Any]
+    decoder: dict[str, Any] = field(default_factory=dict)  # what decodes a cached pass-1 image (VAE dtype)
 
     def __post_init__(self) -> None:
         root = self.settings.root()
@@ -265,4 +292,4 @@ class SharedWork:
 
     @classmethod
     def for_runtime(cls, settings: ShareSettings, runtime: Runtime) -> "SharedWork":
-        return cls(settings, runtime_identity(runtime))
+        return cls(settings, runtime_identity(runtime), {"vae_dtype": str(runtime.vae)})

@@ -59,6 +59,13 @@ class MonkeyMultiMethod(MonkeyMethod):
 
     def __init__(self, name: str, runtime, share=None, **knobs):
         super().__init__(name, runtime, share, **knobs)
+        if self.settings.mask_source != "attention":  # one segmenter mask per subject is not built yet
+            raise ConfigError(
+                f"method.mask_source={self.settings.mask_source!r}: monkey_multi takes only 'attention' "
+                "(each subject's mask from its own image tokens)"
+            )
+        if self.control is not None:  # its pass calls do not take a control yet: never run one silently without it
+            raise ConfigError("method.control: monkey_multi takes no ControlNet yet (monkey, ip_adapter_* do)")
         self.sampler = MultiSubjectSampler(self.pipe, self.settings, self.sampler.shared)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -77,7 +84,7 @@ class MonkeyMultiMethod(MonkeyMethod):
         )
         output = self.sampler(batch, labels=[r.item.item_id for r in requests])
         latent_hw = self.sampler.latent_hw(batch)
-        pass1_images = output.pass1.images if output.pass1 is not None and output.pass1.images else None
+        pass1_images = output.pass1_images or None  # saved whenever made (save_pass1_image)
         results = []
         for index, image in enumerate(output.images):
             regions: ItemRegions = output.masks[index]  # type: ignore[assignment]

@@ -10,12 +10,14 @@ masks are MONKEY's [n, H, W] stack, so the calls are MONKEY's own.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from monkey.adapter.capture import num_image_tokens
 from monkey.adapter.masks import resize
 from monkey.adapter.sampler import MonkeySampler, Record, SubjectBatch
+from monkey.datasets.base import Source
 from monkey.multi.regions import ItemRegions, item_regions
 
 
@@ -24,10 +26,16 @@ class MultiSubjectSampler(MonkeySampler):
         return int(batch.image_embeds.shape[1])  # [n, K, D] or [n, K, S, D]
 
     def masks(  # type: ignore[override]
-        self, records: Sequence[Record], batch: SubjectBatch, labels: Sequence[str] | None = None
+        self,
+        records: Sequence[Record],
+        batch: SubjectBatch,
+        labels: Sequence[str] | None = None,
+        pass1_images: Sequence[Any] | None = None,
+        sources: Sequence[Source] | None = None,
     ) -> tuple[list[ItemRegions], torch.Tensor]:
         """Per-item regions and the masks for the adapter at image size: [n, H, W] for one subject
-        (MONKEY's), [n, K, H, W] for K."""
+        (MONKEY's), [n, K, H, W] for K. Attention masks only: `pass1_images` and `sources` feed MONKEY's image
+        mask sources, which monkey_multi refuses (MonkeyMultiMethod)."""
         labels = labels or [f"item {index}" for index in range(len(records))]
         count, tokens = self.subjects_per_item(batch), num_image_tokens(self.pipe.unet)
         regions = [
