@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 
 from monkey.adapter.sampler import loop_steps
 from monkey.controlnet.hook import control_unet
@@ -37,10 +38,7 @@ class IPAdapterMethod(Method):
         """One pipeline call for the whole batch, whatever its subjects: diffusers repeats
         `ip_adapter_image_embeds` once per prompt, so each item's own embedding reaches the UNet
         through a forward pre-hook (monkey.item_embeds)."""
-        sizes = {(r.height, r.width) for r in requests}
-        if len(sizes) != 1:
-            raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
-        height, width = sizes.pop()
+        height, width = batch_image_size(requests)
         self.pipe.set_ip_adapter_scale(self.scale)
         embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D] (or [n, 1, S, D])
         guided = uses_cfg(self.pipe, self.guidance_scale)
@@ -52,19 +50,40 @@ class IPAdapterMethod(Method):
                 self.pipe.unet, control.batch if control else None, loop_steps(self.pipe, self.num_inference_steps)
             ),
         ):
-            images = self.pipe(
-                prompt=[r.prompt for r in requests],
-                height=height,
-                width=width,
-                num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale,
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
-                ip_adapter_image_embeds=ip_embeds,
-                output_type="pil",
-            ).images
+            images = self.call_pipe(requests, height, width, ip_embeds)
         if control is None:
             return [GenerationResult(image=image) for image in images]
         return [
             GenerationResult(image=image, artifacts={ARTIFACT: control.images[i]}, info=control.rows[i])
             for i, image in enumerate(images)
         ]
+
+    def call_pipe(
+        self,
+        requests: Sequence[GenerationRequest],
+        height: int,
+        width: int,
+        ip_embeds: list[torch.Tensor],
+        **extra: Any,
+    ) -> list[Image.Image]:
+        """One diffusers call for the batch: each item's prompt and seed, the method's steps and guidance,
+        and the caller's `extra` pipeline arguments (the multi-subject masks)."""
+        return self.pipe(
+            prompt=[r.prompt for r in requests],
+            height=height,
+            width=width,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
+            ip_adapter_image_embeds=ip_embeds,
+            output_type="pil",
+            **extra,
+        ).images
+
+
+def batch_image_size(requests: Sequence[GenerationRequest]) -> tuple[int, int]:
+    """(height, width) that every request of one pipeline call shares."""
+    sizes = {(r.height, r.width) for r in requests}
+    if len(sizes) != 1:
+        raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
+    return sizes.pop()

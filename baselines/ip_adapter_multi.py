@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from diffusers.image_processor import IPAdapterMaskProcessor
-from monkey.baselines.ip_adapter import IPAdapterMethod
+from monkey.baselines.ip_adapter import IPAdapterMethod, batch_image_size
 from PIL import Image
 
 from monkey.errors import ConfigError
@@ -53,27 +53,14 @@ class IPAdapterMultiMethod(IPAdapterMethod):
         self.regions = regions
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        sizes = {(r.height, r.width) for r in requests}
-        if len(sizes) != 1:
-            raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
-        height, width = sizes.pop()
+        height, width = batch_image_size(requests)
         self.pipe.set_ip_adapter_scale(self.scale)
         embeds = subject_embeds(self.embedder, requests)  # [n, K, D] (or [n, K, S, D])
         masks = strip_masks(embeds.shape[1], height, width) if self.regions == "halves" else None
         attention = {"ip_adapter_masks": [masks]} if masks is not None else None  # [1, K, H, W]: every row
         guided = uses_cfg(self.pipe, self.guidance_scale)
         with item_image_embeds(self.pipe.unet, embeds, guided, self.embedder.negative_embeds()) as ip_embeds:
-            images = self.pipe(
-                prompt=[r.prompt for r in requests],
-                height=height,
-                width=width,
-                num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale,
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in requests],
-                ip_adapter_image_embeds=ip_embeds,
-                cross_attention_kwargs=attention,
-                output_type="pil",
-            ).images
+            images = self.call_pipe(requests, height, width, ip_embeds, cross_attention_kwargs=attention)
         results = []
         for image in images:
             artifacts = {"overlay": subject_overlay(image, masks[0])} if masks is not None else {}

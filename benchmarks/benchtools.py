@@ -3,6 +3,7 @@ memory, interleaved A/B pairs, and the machine and commit a record was made on. 
 records never differ by how they were taken. Imported beside the scripts (`python benchmarks/X.py`
 puts this folder on the path; tests that load a script by file put it there too)."""
 
+import json
 import os
 import platform
 import statistics
@@ -190,3 +191,51 @@ def monkey_against_ip_adapter(pipe: Any, sampler: Any, batch: Any, pairs: int, d
         "pairs_s": times,
         "mask_info": masks[-1],
     }
+
+
+def batch_against_one_by_one(
+    batched: Callable[[], Any], one_by_one: Callable[[], Any], count: int, pairs: int, device: torch.device
+) -> dict[str, Any]:
+    """N items in one call (`batched`) against the same N items one call each (`one_by_one`): a warm-up,
+    each side's peak memory, then `pairs` ABBA pairs. The figures both CPU batch records end with,
+    per image (a side's median seconds / N) and as the median of the pairs' ratios."""
+    print(f"warm-up, then {pairs} pairs: batch {count} vs {count} x batch 1 ...", flush=True)
+    batched()
+    memory = PeakMemory(device)
+    peak = {"batched": memory.measure(batched), "one_by_one": memory.measure(one_by_one)}
+    times = interleaved(batched, one_by_one, pairs, device, f"batch {count}/one by one")
+    return {
+        "pairs_s": times,  # (one call of N items, N calls of one item)
+        "seconds_per_image": {
+            "batched": statistics.median(a for a, _ in times) / count,
+            "one_by_one": statistics.median(b for _, b in times) / count,
+        },
+        "speedup_median": statistics.median(b / a for a, b in times),
+        "peak_memory": peak,
+    }
+
+
+def batch_table(record: dict[str, Any]) -> list[str]:
+    """A batch record's table and pairs (markdown lines), from batch_against_one_by_one's figures and
+    `settings.batch`."""
+    per_image, peak = record["seconds_per_image"], record["peak_memory"]
+    pairs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in record["pairs_s"])
+    return [
+        "| items | s / image, one call of all | s / image, one call each | speed-up (median of pairs) "
+        "| peak RSS MiB, batched / one by one |",
+        "|---|---|---|---|---|",
+        f"| {record['settings']['batch']} | {per_image['batched']:.3f} | {per_image['one_by_one']:.3f} | "
+        f"{record['speedup_median']:.2f} | {peak['batched']['peak_mib']:.0f} / "
+        f"{peak['one_by_one']['peak_mib']:.0f} |",
+        "",
+        f"Pairs (s, batched/one by one): {pairs}.",
+        "",
+    ]
+
+
+def write_json_and_markdown(record: dict[str, Any], path: Path, render: Callable[[dict[str, Any]], str]) -> None:
+    """The record as `path` (JSON) and its markdown beside it (`.md`), the markdown printed too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    path.with_suffix(".md").write_text(render(record))
+    print(render(record))

@@ -23,7 +23,6 @@ reference), interleaved in ABBA pairs, each call `--iterations` guided iteration
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,15 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchtools import PeakMemory, git_commit, interleaved, machine, timed
+from benchtools import (
+    PeakMemory,
+    batch_against_one_by_one,
+    batch_table,
+    git_commit,
+    machine,
+    timed,
+    write_json_and_markdown,
+)
 from monkey_speed import MMAP_ENV, build_pipeline
 
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
@@ -144,12 +151,7 @@ def main() -> None:
         result["peak_ratio"] = result["peak_mib"] / ip_peak
         result["above_start_ratio"] = result["above_start_mib"] / ip_above
     record = {
-        "benchmark": "rectifid_speed",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "machine": machine(device),
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
-        "load_average": {"start": load_start, "end": os.getloadavg()},
+        **record_head("rectifid_speed", device, load_start),
         "settings": {
             "size": args.size,
             "quick": args.quick,
@@ -168,10 +170,7 @@ def main() -> None:
         "ip_adapter": {"runs": ip_runs, "median_s": ip_seconds, "peak_mib": ip_peak, "above_start_mib": ip_above},
         "rectifid": rectifid,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    write_json_and_markdown(record, args.out, markdown)
 
 
 def batch_comparison(args, device: torch.device, dtype: torch.dtype, load_start) -> None:
@@ -192,22 +191,9 @@ def batch_comparison(args, device: torch.device, dtype: torch.dtype, load_start)
     def one_by_one():
         return [guided_run(sampler, loss, refs, n, e, settings, device) for n, e, refs in alone_inputs]
 
-    print(f"warm-up, then {args.pairs} pairs: batch {args.batch} vs {args.batch} x batch 1 ...", flush=True)
-    batched()
-    memory = PeakMemory(device)
-    peak = {"batched": memory.measure(batched), "one_by_one": memory.measure(one_by_one)}
-    pairs = interleaved(batched, one_by_one, args.pairs, device, f"batch {args.batch}/one by one")
-    per_image = {
-        "batched": statistics.median(a for a, _ in pairs) / args.batch,
-        "one_by_one": statistics.median(b for _, b in pairs) / args.batch,
-    }
+    figures = batch_against_one_by_one(batched, one_by_one, args.batch, args.pairs, device)
     record = {
-        "benchmark": "rectifid_speed_batch",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "machine": machine(device),
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
-        "load_average": {"start": load_start, "end": os.getloadavg()},
+        **record_head("rectifid_speed_batch", device, load_start),
         "settings": {
             "size": args.size,
             "quick": args.quick,
@@ -217,21 +203,26 @@ def batch_comparison(args, device: torch.device, dtype: torch.dtype, load_start)
             "pairs": args.pairs,
             "models": "tiny twins" if args.quick else "PeRFlow SD1.5 / OWL-ViT B/32 / DINOv2 ViT-B/14 shapes",
         },
-        "pairs_s": pairs,  # (one call of N items, N calls of one item)
-        "seconds_per_image": per_image,
-        "speedup_median": statistics.median(b / a for a, b in pairs),
-        "peak_memory": peak,
+        **figures,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(batch_markdown(record))
-    print(batch_markdown(record))
+    write_json_and_markdown(record, args.out, batch_markdown)
+
+
+def record_head(benchmark: str, device: torch.device, load_start: tuple[float, float, float]) -> dict:
+    """What both of this script's records begin with: the benchmark, when, the commit, the machine, the
+    versions and the load average when the timing began and now (the keys its two renderers read)."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(device),
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        "load_average": {"start": load_start, "end": os.getloadavg()},
+    }
 
 
 def batch_markdown(record: dict) -> str:
     s, load = record["settings"], record["load_average"]
-    per_image, peak = record["seconds_per_image"], record["peak_memory"]
-    pairs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in record["pairs_s"])
     return "\n".join(
         [
             "# RectifID: several items per guided call against one call each (benchmarks/rectifid_speed.py --batch)",
@@ -251,15 +242,7 @@ def batch_markdown(record: dict) -> str:
             + f"{s['models']}, {s['size']} px, float32, {s['iterations']} guided iterations plus the final pass "
             f"per call (nothing extrapolated), {s['pairs']} pairs.",
             "",
-            "| items | s / image, one call of all | s / image, one call each | speed-up (median of pairs) "
-            "| peak RSS MiB, batched / one by one |",
-            "|---|---|---|---|---|",
-            f"| {s['batch']} | {per_image['batched']:.3f} | {per_image['one_by_one']:.3f} | "
-            f"{record['speedup_median']:.2f} | {peak['batched']['peak_mib']:.0f} / "
-            f"{peak['one_by_one']['peak_mib']:.0f} |",
-            "",
-            f"Pairs (s, batched/one by one): {pairs}.",
-            "",
+            *batch_table(record),
         ]
     )
 

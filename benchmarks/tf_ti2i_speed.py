@@ -28,11 +28,9 @@ MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 if MMAP_ENV not in os.environ and __name__ == "__main__":  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, MMAP_ENV: "131072"})
 
-import json  # noqa: E402
-import statistics  # noqa: E402
 
 import torch  # noqa: E402
-from benchtools import PeakMemory, interleaved, provenance  # noqa: E402
+from benchtools import batch_against_one_by_one, batch_table, provenance, write_json_and_markdown  # noqa: E402
 from gpu_tf_ti2i import ROOT, measure, record_for, tf_ti2i_call, tiny_twin_pipeline, write_record  # noqa: E402
 
 
@@ -77,38 +75,23 @@ def batch_comparison(args, device: torch.device) -> int:
     def one_by_one():
         return [tf_ti2i_call(pipe, device, size, steps, 1) for _ in range(count)]
 
-    print(f"warm-up, then {args.tiny_pairs} pairs: batch {count} vs {count} x batch 1 ...", flush=True)
-    batched()
-    memory = PeakMemory(device)
-    peak = {"batched": memory.measure(batched), "one_by_one": memory.measure(one_by_one)}
-    pairs = interleaved(batched, one_by_one, args.tiny_pairs, device, f"batch {count}/one by one")
+    figures = batch_against_one_by_one(batched, one_by_one, count, args.tiny_pairs, device)
     record = {
         "benchmark": "tf_ti2i_speed_batch",
         **provenance(device, load_start),
         "settings": {"model": "tiny_sd3", "size": size, "steps": steps, "batch": count, "pairs": args.tiny_pairs},
-        "pairs_s": pairs,  # (one call of N items, N calls of one item)
-        "seconds_per_image": {
-            "batched": statistics.median(a for a, _ in pairs) / count,
-            "one_by_one": statistics.median(b for _, b in pairs) / count,
-        },
-        "speedup_median": statistics.median(b / a for a, b in pairs),
-        "peak_memory": peak,
+        **figures,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tf_ti2i_speed_batch.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.out / "tf_ti2i_speed_batch.md").write_text(batch_markdown(record))
-    print(batch_markdown(record))
+    write_json_and_markdown(record, args.out / "tf_ti2i_speed_batch.json", batch_markdown)
     return 0
 
 
 def batch_markdown(record: dict) -> str:
     s, machine = record["settings"], record["machine"]
-    per_image, peak = record["seconds_per_image"], record["peak_memory"]
     load = (
         tuple(round(x, 2) for x in machine["load_average_start"]),
         tuple(round(x, 2) for x in machine["load_average_end"]),
     )
-    pairs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in record["pairs_s"])
     return "\n".join(
         [
             "# TF-TI2I: several items per call against one call each (benchmarks/tf_ti2i_speed.py --batch)",
@@ -122,15 +105,7 @@ def batch_markdown(record: dict) -> str:
             f"The tiny SD3 twin (random weights: the figures time the code path, not SD3.5), {s['size']} px, "
             f"{s['steps']} steps, float32, reference encoding and decode included, {s['pairs']} pairs.",
             "",
-            "| items | s / image, one call of all | s / image, one call each | speed-up (median of pairs) "
-            "| peak RSS MiB, batched / one by one |",
-            "|---|---|---|---|---|",
-            f"| {s['batch']} | {per_image['batched']:.3f} | {per_image['one_by_one']:.3f} | "
-            f"{record['speedup_median']:.2f} | {peak['batched']['peak_mib']:.0f} / "
-            f"{peak['one_by_one']['peak_mib']:.0f} |",
-            "",
-            f"Pairs (s, batched/one by one): {pairs}.",
-            "",
+            *batch_table(record),
         ]
     )
 

@@ -33,9 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from monkey.atomic import remove_stale_temp_files
 from monkey.datasets.base import load_sources
 from monkey.errors import ConfigError, RunFolderError
-from monkey.hashing import file_sha256, stable_hash, to_plain
+from monkey.hashing import stable_hash, to_plain
 from monkey.images import ImageOptions, load_rgb
-from monkey.provenance import SourceHashes, check_inputs
+from monkey.provenance import FileHashes, check_inputs
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,9 @@ class EvaluateSummary:
     forwards: dict[str, int] = field(default_factory=dict)  # backbone key -> images + texts embedded
 
 
-class FileHashes:
-    """SHA-256 of files, once per path per process."""
-
-    def __init__(self) -> None:
-        self.memo: dict[str, str] = {}
-
-    def __call__(self, path: str | Path) -> str:
-        key = str(path)
-        if key not in self.memo:
-            if not Path(key).is_file():
-                raise RunFolderError(f"image file not found: {key} (named by a manifest row or the dataset)")
-            self.memo[key] = file_sha256(key)
-        return self.memo[key]
+def image_missing(path: str) -> RunFolderError:
+    """What evaluation raises for an image (generated, source or reference) that is not a file."""
+    return RunFolderError(f"image file not found: {path} (named by a manifest row or the dataset)")
 
 
 def image_stat(path: Path) -> list[int]:
@@ -270,14 +260,14 @@ def score_run(
     ]
     if any(row["method"] == ORACLE for row in rows):
         raise RunFolderError(f"{run_dir}: the method label '{ORACLE}' is reserved for the real-image reference rows")
-    check_inputs(run_dir, rows, SourceHashes())  # a source replaced since its image was made
+    hashes = FileHashes(missing=image_missing)
+    check_inputs(run_dir, rows, hashes)  # a source replaced since its image was made
     summary = EvaluateSummary(rows=len(rows))
     if not rows:
         log.info("evaluate: no finished images in %s", run_dir)
         return summary
     score_set = ScoreSet(run_dir, eval_cfg.name)
     eval_hash = score_set.check(settings)
-    hashes = FileHashes()
     refs = reference_paths(dataset_cfg, settings["references"], rows)
     refs_keys = {key: stable_hash([hashes(p) for p in paths]) for key, paths in refs.items()}
 

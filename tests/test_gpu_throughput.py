@@ -269,3 +269,31 @@ def test_the_preset_keeps_per_axis_the_fastest_key_within_the_image_bound(benchm
         "generation.batch_size=32"
     )
     assert benchmark.choose_preset([variant({"cudnn_benchmark": True}, 1.01)]) == {}
+
+
+def test_a_device_run_reads_its_device_and_precisions_once_for_both_sections(benchmark, monkeypatch):
+    """throughput and --speedups share DeviceRun: --quick is the CPU in float32; a float16 run keeps its VAE
+    in float32, a bfloat16 run does not; a missing CUDA device stops with the caller's message; the record
+    head and settings name what ran."""
+    import argparse
+
+    import torch
+    from benchtools import cpu_model  # imported by the benchmark, like throughput.*
+    from throughput.device_run import DeviceRun
+
+    def run(**given):
+        args = argparse.Namespace(**{"quick": False, "device": "cpu", "dtype": "float16", **given})
+        return DeviceRun.from_args(args, "no CUDA here")
+
+    quick = run(quick=True, device="cuda", dtype="bfloat16")
+    assert (quick.device.type, quick.dtype, quick.vae_dtype) == ("cpu", torch.float32, torch.float32)
+    assert (run().dtype, run().vae_dtype) == (torch.float16, torch.float32)
+    assert (run(dtype="bfloat16").dtype, run(dtype="bfloat16").vae_dtype) == (torch.bfloat16, torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match=r"^no CUDA here$"):
+        run(device="cuda")
+    head = run(dtype="bfloat16").head((1.0, 2.0, 3.0))
+    assert list(head)[-3:] == ["quick", "device", "device_name"] and head["device"] == "cpu"
+    assert head["quick"] is False and head["device_name"] == cpu_model()
+    assert head["machine"]["load_average_start"] == (1.0, 2.0, 3.0)
+    assert run().settings(512) == {"size": 512, "dtype": "float16", "vae_dtype": "float32"}

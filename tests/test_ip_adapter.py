@@ -7,6 +7,7 @@ from diffusers import LatentConsistencyModelPipeline
 from monkey.baselines.ip_adapter import IPAdapterMethod
 
 from monkey.datasets.dreambooth import load_dreambooth
+from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest
 from monkey.models.tiny import materialize_tiny
 from monkey.plan import build_plan
@@ -83,3 +84,11 @@ def test_subject_embedding_computed_once_per_subject(tiny_runtime, items):
     for item in items:  # 2 subjects x 2 prompts
         ip.generate(requests_for([item]))
     assert ip.embedder.computed == 2
+
+
+def test_one_call_refuses_items_of_two_sizes(tiny_runtime, items):
+    """A batch is one pipeline call, so one height and width (the same check serves ip_adapter_multi)."""
+    mixed = [*requests_for(items[:1]), GenerationRequest(items[1], items[1].prompt, items[1].seed, SIZE, 2 * SIZE)]
+    with pytest.raises(ConfigError) as refused:
+        method(tiny_runtime, 1.0).generate(mixed)
+    assert str(refused.value) == "one IP-Adapter batch must share one image size, got [(64, 64), (64, 128)]"

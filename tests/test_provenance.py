@@ -268,6 +268,23 @@ def test_evaluate_refuses_a_source_photo_changed_since_its_image_was_made(made, 
     assert not (run_dir / "scores").exists()  # refused before anything was written
 
 
+def test_evaluate_names_a_reference_image_that_is_not_a_file(made, make_config, tmp_path, monkeypatch):
+    """Evaluation's hashes carry its own missing-file error (not resume's bare OSError)."""
+    from monkey.eval import scoring
+
+    _root, run_dir, overrides = made
+    gone = tmp_path / "gone.jpg"
+    found = scoring.reference_paths
+
+    def with_a_gone_reference(*args):
+        return {key: [*paths, str(gone)] for key, paths in found(*args).items()}
+
+    monkeypatch.setattr(scoring, "reference_paths", with_a_gone_reference)
+    with pytest.raises(RunFolderError) as refused:
+        scoring.evaluate_run(run_dir, make_config(*overrides, "eval=tiny").eval)
+    assert str(refused.value) == f"image file not found: {gone} (named by a manifest row or the dataset)"
+
+
 def test_the_report_names_folders_that_mix_devices():
     import pandas as pd
     from monkey.eval.report import mixed_devices
@@ -281,3 +298,28 @@ def test_the_report_names_folders_that_mix_devices():
     )
     assert mixed_devices(scores) == ["- `a` / `m`: 1 images on cpu, 2 images on cuda:0"]
     assert mixed_devices(scores.drop(columns="device")) == []
+
+
+def test_one_file_hash_class_keeps_each_callers_missing_file_error(tmp_path):
+    """FileHashes serves resume (no `missing`: reading the path raises, check_inputs tests existence
+    first) and evaluation (`missing=image_missing`: a RunFolderError naming the image); both memoise per
+    path, so a file rewritten within the process keeps its first hash."""
+    from monkey.eval.scoring import image_missing
+
+    from monkey.provenance import FileHashes
+
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"first")
+    for hashes in (FileHashes(), FileHashes(missing=image_missing)):
+        assert hashes(photo) == hashlib.sha256(b"first").hexdigest()
+        photo.write_bytes(b"second")
+        assert hashes(str(photo)) == hashlib.sha256(b"first").hexdigest()  # memoised by the path's text
+        photo.write_bytes(b"first")
+    gone = tmp_path / "gone.png"
+    with pytest.raises(FileNotFoundError):
+        FileHashes()(gone)
+    with pytest.raises(RunFolderError) as refused:
+        FileHashes(missing=image_missing)(gone)
+    assert str(refused.value) == f"image file not found: {gone} (named by a manifest row or the dataset)"
+    with pytest.raises(RunFolderError, match="image file not found"):
+        FileHashes(missing=image_missing)(tmp_path)  # a folder is not a file either

@@ -26,12 +26,12 @@ from monkey.baselines.rectifid.loss import IdentityLoss, crop_resized
 from monkey.baselines.rectifid.method import RectifIDMethod
 from monkey.baselines.rectifid.scheduler import PeRFlowScheduler
 from PIL import Image
+from rectifid_helpers import one_torch_thread, tiny_part, tiny_perflow_runtime, tiny_rectifid
 
 from monkey.datasets.dreambooth import load_dreambooth
 from monkey.errors import ConfigError
 from monkey.methods.base import GenerationRequest
-from monkey.methods.presets import method_spec, model_profile_config
-from monkey.models.profiles import profile_from_config, resolve_runtime
+from monkey.methods.presets import method_spec
 from monkey.models.tiny import materialize_tiny
 from monkey.plan import build_plan
 from monkey.prompts import load_prompt_set
@@ -63,28 +63,18 @@ class MeanColourEmbedder(CropEmbedder):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Many small ops per iteration: one thread is faster than two on a busy CPU (put back afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def runtime():
-    return resolve_runtime(profile_from_config(model_profile_config("tiny_perflow")), "cpu", "float32")
+    return tiny_perflow_runtime()
 
 
 @pytest.fixture(scope="module")
 def method(runtime):
-    return RectifIDMethod(
-        "rectifid", runtime, iterations=0, detector=tiny_part("detector"), embedder=tiny_part("embedder")
-    )
-
-
-def tiny_part(kind: str) -> dict:
-    target = {"detector": "detector.OwlVitDetector", "embedder": "embedder.Dinov2Embedder"}[kind]
-    return {"_target_": f"monkey.baselines.rectifid.{target}", "tiny": True}
+    return tiny_rectifid(runtime, iterations=0)
 
 
 @pytest.fixture(scope="module")
@@ -468,9 +458,5 @@ def test_checkpointing_changes_no_gradient_and_is_put_back(method, request_):
 def test_the_runtime_vae_precision_is_the_one_loaded():
     """runtime.vae_dtype enters the config hash where it differs from dtype, so the method must load the
     VAE in it (planted: load_pipeline(model, device, dtype) without it left the VAE in bfloat16)."""
-    profile = profile_from_config(model_profile_config("tiny_perflow"))
-    runtime = resolve_runtime(profile, "cpu", "bfloat16", "float32")
-    method = RectifIDMethod(
-        "rectifid", runtime, iterations=0, detector=tiny_part("detector"), embedder=tiny_part("embedder")
-    )
+    method = tiny_rectifid(tiny_perflow_runtime("bfloat16", "float32"), iterations=0)
     assert method.pipe.unet.dtype == torch.bfloat16 and method.pipe.vae.dtype == torch.float32

@@ -26,12 +26,10 @@ import pytest
 import torch
 from monkey.baselines.rectifid.detector import Box, SubjectDetector
 from monkey.baselines.rectifid.guidance import AnchoredGuidance
-from monkey.baselines.rectifid.method import RectifIDMethod
+from rectifid_helpers import one_torch_thread, tiny_perflow_runtime, tiny_rectifid
 
 from monkey.datasets.dreambooth import load_dreambooth
 from monkey.methods.base import GenerationRequest
-from monkey.methods.presets import model_profile_config
-from monkey.models.profiles import profile_from_config, resolve_runtime
 from monkey.plan import build_plan
 from monkey.prompts import load_prompt_set
 
@@ -58,20 +56,13 @@ class QueryKeyedDetector(SubjectDetector):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def method():
-    runtime = resolve_runtime(profile_from_config(model_profile_config("tiny_perflow")), "cpu", "float32")
-    parts = {
-        "detector": {"_target_": "monkey.baselines.rectifid.detector.OwlVitDetector", "tiny": True},
-        "embedder": {"_target_": "monkey.baselines.rectifid.embedder.Dinov2Embedder", "tiny": True},
-    }
-    return RectifIDMethod("rectifid", runtime, iterations=3, lr=2.0, grad_clip=1.0, **parts)
+    return tiny_rectifid(tiny_perflow_runtime(), iterations=3, lr=2.0, grad_clip=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,12 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from benchtools import cpu_model, provenance, timed
+from benchtools import provenance, timed
 from lcm_arch import QUICK, Shapes, build_image_encoder
 
 from monkey.adapter.sampler import MonkeySampler
 from monkey.adapter.settings import MonkeySettings
+from throughput.device_run import DeviceRun
 from throughput.evaluation import measure_eval
 from throughput.timing import flop_profile, matmul_peak_tflops, measure_batch, spec_peak, time_parts
 from throughput.workload import TARGETS, Workload, batch_independence, build, log, time_image_encoder
@@ -21,19 +22,12 @@ from throughput.workload import TARGETS, Workload, batch_independence, build, lo
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    quick = args.quick
-    device = torch.device("cpu" if quick else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run with --quick (CPU, tiny shapes) or --cpu-record")
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
-    if quick:
-        dtype = torch.float32
-    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    run = DeviceRun.from_args(args, "no CUDA device: run with --quick (CPU, tiny shapes) or --cpu-record")
+    quick, device, dtype, vae_dtype, name = run.quick, run.device, run.dtype, run.vae_dtype, run.name
     shapes = QUICK if quick else Shapes()
     size = 64 if quick else args.size
     sizes = [1, 2] if quick else args.batch_sizes
     rounds = 1 if quick else args.rounds
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     log(f"device {name}; building the {'tiny' if quick else 'LCM Dreamshaper v7'} architecture ({dtype}) ...")
     pipe = build(shapes, device, dtype, vae_dtype, "monkey-gpu-throughput-")
     sampler = MonkeySampler(pipe, MonkeySettings())
@@ -121,14 +115,9 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
             "dreambooth_grid_3160_images_minutes": 3160 / best["monkey"]["images_per_s"] / 60,
         }
     return {
-        **provenance(device),
-        "quick": quick,
-        "device": str(device),
-        "device_name": name,
+        **run.head(),
         "settings": {
-            "size": size,
-            "dtype": str(dtype).removeprefix("torch."),
-            "vae_dtype": str(vae_dtype).removeprefix("torch."),
+            **run.settings(size),
             "batch_sizes": sizes,
             "rounds": rounds,
             "budget_s": args.budget_s,

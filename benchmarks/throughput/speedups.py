@@ -12,12 +12,13 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-from benchtools import cpu_model, provenance, timed
+from benchtools import timed
 from lcm_arch import QUICK, Shapes
 
 from monkey.adapter.sampler import MonkeySampler
 from monkey.adapter.settings import MonkeySettings
 from monkey.errors import MonkeyError
+from throughput.device_run import DeviceRun
 from throughput.preset import IMAGE_BOUND, choose_preset, preset_overrides, within_bound
 from throughput.timing import larger_batch, time_parts
 from throughput.workload import Workload, build, log, pixels_of
@@ -218,20 +219,11 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
     listed with the reason. Then the fastest keys within the image bound, together, as the GPU preset:
     measured against the plain run and, under the same keys, against IP-Adapter."""
     start = time.perf_counter()
-    quick = args.quick
-    device = torch.device("cpu" if quick else args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run --speedups with --quick on a CPU")
-    dtype = (
-        torch.float32
-        if quick
-        else {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(args.dtype, torch.float32)
-    )
-    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    run = DeviceRun.from_args(args, "no CUDA device: run --speedups with --quick on a CPU")
+    quick, device, dtype, vae_dtype = run.quick, run.device, run.dtype, run.vae_dtype
     shapes, size = (QUICK, 64) if quick else (Shapes(), args.size)
     batch_size = 2 if quick else args.speedups_batch
     larger_size = 4 if quick else args.larger_batch
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     load_start = os.getloadavg()
     pipe = build(shapes, device, dtype, vae_dtype, "monkey-speedups-")
     sampler = MonkeySampler(pipe, MonkeySettings())
@@ -246,14 +238,9 @@ def measure_speedups(args: argparse.Namespace) -> dict[str, Any]:
         results.append(try_variant(bench, {"variant": variant, "keys": keys}, needs_cuda, deadline, args))
     preset = measure_preset(bench, results, deadline, args)
     return {
-        **provenance(device, load_start),
-        "quick": quick,
-        "device": str(device),
-        "device_name": name,
+        **run.head(load_start),
         "settings": {
-            "size": size,
-            "dtype": str(dtype).removeprefix("torch."),
-            "vae_dtype": str(vae_dtype).removeprefix("torch."),
+            **run.settings(size),
             "batch_size": batch_size,
             "pairs": args.speedup_pairs,
             "budget_s": args.budget_s,

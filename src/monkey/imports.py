@@ -29,7 +29,7 @@ from monkey.errors import DataError, RunFolderError
 from monkey.hashing import bytes_sha256
 from monkey.images import ImageOptions, load_rgb, to_rgb
 from monkey.plan import WorkItem
-from monkey.provenance import SourceHashes
+from monkey.provenance import FileHashes
 from monkey.store import STATUS_OK, RunStore
 from monkey.text_files import read_text
 
@@ -249,7 +249,7 @@ def write_import(
 ) -> tuple[int, int]:
     """Write images and manifest rows; returns (written, already present with the same image)."""
     done = store.finished(name)
-    source_hashes = SourceHashes()
+    source_hashes = FileHashes()
     written = skipped = 0
     with store.writer(name, f"import-{name}") as writer:
         for row, item in matched:

@@ -14,6 +14,7 @@ a refusal can name the file that changed while each row carries only the digest.
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +43,22 @@ def cached_file_sha256(path: Path) -> str:
     return digest
 
 
-class SourceHashes:
-    """SHA-256 of source images, once per path per process."""
+class FileHashes:
+    """SHA-256 of files (source images, evaluated images), once per path per process.
 
-    def __init__(self) -> None:
+    `missing` decides what a path that is not a file raises: None leaves it to reading the file (an
+    OSError, for callers that check existence themselves, as check_inputs does); a function of the
+    path gives the caller's own error instead (evaluation: a RunFolderError naming the image)."""
+
+    def __init__(self, missing: Callable[[str], Exception] | None = None) -> None:
         self.memo: dict[str, str] = {}
+        self.missing = missing
 
     def __call__(self, path: str | Path) -> str:
         key = str(path)
         if key not in self.memo:
+            if self.missing is not None and not Path(key).is_file():
+                raise self.missing(key)
             self.memo[key] = file_sha256(key)
         return self.memo[key]
 
@@ -174,7 +182,7 @@ def changed_files(old_digest: str, new_digest: str, store_root: Path, new: Weigh
     return f"{shown} changed"
 
 
-def check_inputs(store_root: Path, rows: list[dict[str, Any]], sources: SourceHashes) -> None:
+def check_inputs(store_root: Path, rows: list[dict[str, Any]], sources: FileHashes) -> None:
     """Refuse when a finished row's recorded source image now has other bytes (or is gone)."""
     for row in rows:
         recorded = row.get("source_sha256")

@@ -45,7 +45,7 @@ from monkey.models.speedups import sampling, speedups_from_config
 from monkey.multi.plan import check_method as check_multi_method
 from monkey.plan import WorkItem, build_plan, shard_batches
 from monkey.prompts import prompt_set_from_config
-from monkey.provenance import SourceHashes, Weights, check_inputs, check_weights, keep_file_lists, weights_record
+from monkey.provenance import FileHashes, Weights, check_inputs, check_weights, keep_file_lists, weights_record
 from monkey.shards import resolve_shard
 from monkey.store import STATUS_FAILED, STATUS_OK, RunStore
 
@@ -201,7 +201,7 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
     batch = batch_settings(cfg)
     check_conflicts(store, label, config_hash, config, done, mine, batch)
     # the exact inputs and weights: a replaced photo or checkpoint is refused, not mixed in (monkey.provenance)
-    source_hashes = SourceHashes()
+    source_hashes = FileHashes()
     check_inputs(run_dir, [done[item.item_id] for item in mine if item.item_id in done], source_hashes)
     weights = method_weights(spec, runtime)
     if weights is not None:
@@ -332,7 +332,7 @@ def generate_batch(
     plan_index: dict[str, int],
     finished: Collection[str] = (),
     on_item: Callable[[int], object] = lambda n: None,
-    source_hashes: SourceHashes | None = None,
+    source_hashes: FileHashes | None = None,
 ) -> int:
     """Generate `batch` and store every result whose item is not already `finished`, each as soon as
     the method hands it back; a failed result gets a row with its reason and no image. Returns the
@@ -341,7 +341,7 @@ def generate_batch(
         GenerationRequest(item, method.prompt_for(item), spec.seed_for(item), spec.height, spec.width) for item in batch
     ]
     failed = 0
-    source_hashes = source_hashes or SourceHashes()
+    source_hashes = source_hashes or FileHashes()
     # closing(): an error while storing ends a streaming method's generator (and its child process) at once
     with closing(timed_results(method, requests, label)) as results:
         for index, result in results:
