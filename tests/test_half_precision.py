@@ -16,8 +16,12 @@ from monkey.runner import generation_config
 
 SIZE = 128  # the paper layer's grid is 4 x 4
 # The planted map: the capture layer's image-token keys x 20 sharpen its softmax, and one capture step
-# keeps the map clear of the threshold (fp32: every cell at least 0.088 away from 0.5)
+# keeps the map clear of the threshold
 SHARPEN, CAPTURE_STEPS, MARGIN = 20.0, (1,), 0.06
+# a subject and seed whose planted map is clear on the tiny twin (fp32: nearest cell 0.32 from the threshold;
+# bf16/fp16 move no cell more than 0.047): the tiny weights follow the prompt files' vocabulary, so a new
+# prompt file can move the map (subject 0, seed 5 came within 0.004 after data/prompts/two_subjects.txt)
+SUBJECT, SEED = 1, 1
 
 
 def runtime(dtype: str, vae_dtype: str = "auto"):
@@ -59,8 +63,8 @@ def monkey_run(dtype: str):
     saved = weight.clone()
     weight.mul_(SHARPEN)
     try:
-        embeds = pipe.encode_image(subject_image(0), "cpu", 1)[0][None]  # [1, 1, D]
-        batch = SubjectBatch(["dog in the snow"], [5], embeds, SIZE, SIZE)
+        embeds = pipe.encode_image(subject_image(SUBJECT), "cpu", 1)[0][None]  # [1, 1, D]
+        batch = SubjectBatch(["dog in the snow"], [SEED], embeds, SIZE, SIZE)
         return MonkeySampler(pipe, settings("tiny", capture_steps=CAPTURE_STEPS))(batch, output_type="pt")
     finally:
         weight.copy_(saved)  # the pipeline is memoised for the process
