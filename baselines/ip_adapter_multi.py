@@ -46,9 +46,12 @@ class IPAdapterMultiMethod(IPAdapterMethod):
         scale: float = 1.0,
         num_inference_steps: int = 8,
         guidance_scale: float = 8.5,
+        control: dict | None = None,
     ):
         if regions not in REGIONS:
             raise ConfigError(f"method.regions={regions!r} is not allowed; choose one of {list(REGIONS)}")
+        if control is not None:  # its pipeline call takes no ControlNet yet: refuse rather than run without it
+            raise ConfigError(f"method.control: {name} takes no ControlNet yet (monkey, ip_adapter_* do)")
         super().__init__(name, runtime, scale, num_inference_steps, guidance_scale)
         self.regions = regions
 

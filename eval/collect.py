@@ -125,6 +125,6 @@ def collect_scores(run_dirs: list[str | Path], eval_name: str, with_config: bool
     scores = pd.concat(frames, ignore_index=True)
     oracle = scores["method"] == ORACLE  # the same real photo scored in every folder: keep one per item
     deduplicated = scores[oracle].drop_duplicates(subset=["item_id", "plan_prompt"])
-    scores = pd.concat([scores[~oracle], deduplicated], ignore_index=True)
+    scores = pd.concat([scores[~oracle], deduplicated], ignore_index=True).copy()  # one block: no fragmented insert
     scores.insert(2, "variant", variant_labels(scores))
     return scores

@@ -290,15 +290,19 @@ def test_the_experiment_runs_all_three_methods_on_the_same_items_into_the_report
 
 
 @pytest.mark.parametrize(
-    ("override", "named"),
-    [("method.mask_source=segmenter", "method.mask_source='segmenter'"), ("+control=canny", "method.control")],
+    ("method", "override", "named"),
+    [
+        ("monkey_multi", "method.mask_source=segmenter", "method.mask_source='segmenter'"),
+        ("monkey_multi", "+control=canny", "method.control"),
+        ("ip_adapter_multi", "+control=canny", "method.control"),
+    ],
 )
-def test_monkey_multi_refuses_what_its_passes_do_not_take_yet(tmp_path, override, named):
-    """An image mask source or a ControlNet would be dropped by monkey_multi's own calls: refused in one line
-    naming the key, never run without them."""
+def test_multi_subject_methods_refuse_what_their_calls_do_not_take_yet(tmp_path, method, override, named):
+    """An image mask source or a ControlNet would be dropped by the multi-subject methods' own calls: refused
+    in one line naming the key, never run without them."""
     from bad_input_cases import run_entry
 
-    argv = ["hydra.mode=RUN", "method=monkey_multi", "plan.multi.subjects=2", "plan.limit.prompts=1", override]
+    argv = ["hydra.mode=RUN", f"method={method}", "plan.multi.subjects=2", "plan.limit.prompts=1", override]
     outcome = run_entry("monkey-bench", [*argv, f"run.root={tmp_path}", "run.stages=[generate]"])
     assert outcome.code == 2, outcome.output[-2000:]
     assert named in outcome.output
