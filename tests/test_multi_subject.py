@@ -341,7 +341,7 @@ def test_the_experiment_runs_all_three_methods_on_the_same_items_into_the_report
                 assert not (masks[0] & masks[1]).any()  # disjoint on the real maps too
     assert items["monkey_multi"] == items["ip_adapter_multi"] == items["ip_adapter_halves"]
     report = (root / "report" / "report.md").read_text()
-    assert "## Several subjects in one image" in report
+    assert "## Several subjects in one image" in report and "(n=" in report
     table = pd.read_csv(root / "report" / "multi_subject.csv")
     assert set(table["method"]) == {"monkey_multi", "ip_adapter_multi", "ip_adapter_halves"}
     assert len(table) == 3 * 2 * len(items["monkey_multi"])  # every image, every subject
