@@ -2,15 +2,17 @@
 
 Every method is scored in the SAME regions: subject i's region in an image is where a segmenter
 prompted with subject i's word finds it (`monkey.rank.subject_masks.Segmenter`; CLIPSeg by default),
-never the mask a method used. Per generated image and subject i:
-    identity   cosine(image backbone of the image inside region i, of subject i's reference photo)
-    mixing     cosine(image inside region j, subject i's reference), averaged over the other subjects j:
-               how much of subject i shows up where subject j should be
-    region     the region's share of the image; 0 when the segmenter finds nothing there, and then
-               identity and mixing are empty (NaN) for that subject and the row says so, never 0
-"Inside a region" is the region's bounding box with every pixel outside the region set to grey, the
-way each generated subject is matched to its own reference. CLIP-T is the run's own score (`clip_t`
-of the score set: the whole image against its exact prompt).
+never the mask a method used. Identity is the masked metrics' patch matching
+(`monkey.eval.patch_tokens.subject_match`, docs/evaluation.md#masked-metrics): the mean, over the
+reference photo's subject patches, of the best cosine with any generated patch of a region. The
+reference's subject patches come from the same segmenter, prompted with the same word, on the photo.
+Per generated image and subject i, with R_i subject i's reference patches and G_j region j's patches:
+    identity   subject_match(G_i, R_i): subject i found inside its own region
+    mixing     subject_match(G_j, R_i), averaged over the other subjects j whose region has a patch:
+               how much of subject i shows up where subject j should be (lower is better)
+    region     the region's share of the image's pixels
+A score that cannot be computed is NaN, never 0, and the row's `flag` says why (FLAGS).
+CLIP-T is the run's own score (`clip_t` of the score set: the whole image against its exact prompt).
 """
 
 import logging
@@ -19,7 +21,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from monkey.eval.backbones import backbone_specs, load_backbone
+from monkey.eval.masked import AS_STORED
+from monkey.eval.masked_columns import (
+    NO_PATCH_GENERATED,
+    NO_PATCH_REFERENCE,
+    NO_SUBJECT_GENERATED,
+    NO_SUBJECT_REFERENCE,
+)
+from monkey.eval.patch_tokens import patch_tokens, subject_match, subject_patches
 from PIL import Image
 
 from monkey.datasets.base import Source
@@ -29,19 +40,29 @@ from monkey.images import load_rgb
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
-GREY = (127, 127, 127)
 COLUMNS = ("identity", "mixing", "clip_t")
+NO_OTHER_REGION = "no_other_region"  # mixing: no other subject's region holds a patch
+# flags, each naming which score is NaN: the segmenter found no subject i in the generated image
+# (identity), none in subject i's reference photo (both), or found one with no patch half inside it
+FLAGS = (NO_SUBJECT_GENERATED, NO_SUBJECT_REFERENCE, NO_PATCH_GENERATED, NO_PATCH_REFERENCE, NO_OTHER_REGION)
 
 
-def region_image(image: Image.Image, region: np.ndarray) -> Image.Image | None:
-    """The image inside `region` ([H, W] bool): its bounding box, outside pixels grey; None when empty."""
-    if not region.any():
-        return None
-    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
-    pixels = np.asarray(image.convert("RGB")).copy()
-    pixels[~region] = GREY
-    box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return Image.fromarray(box)
+class References:
+    """Each reference photo's patch tokens and subject patches, segmented and embedded once per (photo, word)."""
+
+    def __init__(self, segmenter: Any, backbone: Any):
+        self.segmenter, self.backbone = segmenter, backbone
+        self.known: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, bool]] = {}
+
+    def __call__(self, source: Source) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """[h, w, D] unit tokens, [h, w] bool subject patches, whether the segmenter found any pixel."""
+        key = (str(source.image_path), source.subject_word)
+        if key not in self.known:
+            photo = load_rgb(source.image_path, AS_STORED)
+            mask = np.asarray(self.segmenter(photo, source), dtype=bool)  # [H, W]
+            (tokens,) = patch_tokens(self.backbone, [photo])
+            self.known[key] = (tokens, subject_patches(self.backbone, torch.from_numpy(mask)), bool(mask.any()))
+        return self.known[key]
 
 
 def subject_sources(row: dict[str, Any]) -> list[Source]:
@@ -52,24 +73,41 @@ def subject_sources(row: dict[str, Any]) -> list[Source]:
     ]
 
 
-def score_image(image: Image.Image, sources: list[Source], segmenter: Any, backbone: Any) -> list[dict[str, Any]]:
+def nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def score_image(
+    image: Image.Image, sources: list[Source], segmenter: Any, backbone: Any, references: References | None = None
+) -> list[dict[str, Any]]:
     """One row per subject: its region's area, identity in its own region, mixing into the others'."""
-    regions = [np.asarray(segmenter(image, source), dtype=bool) for source in sources]
-    crops = [region_image(image, region) for region in regions]
-    references = backbone.embed_images([load_rgb(source.image_path) for source in sources])  # [K, D]
-    found = [index for index, crop in enumerate(crops) if crop is not None]
-    embedded = dict(zip(found, backbone.embed_images([crops[i] for i in found]), strict=True)) if found else {}
+    references = references or References(segmenter, backbone)
+    regions = [np.asarray(segmenter(image, source), dtype=bool) for source in sources]  # K x [H, W]
+    (tokens,) = patch_tokens(backbone, [image])  # [h, w, D]
+    patches = [subject_patches(backbone, torch.from_numpy(region)) for region in regions]  # K x [h, w]
     rows = []
-    for index, source in enumerate(sources):
-        own = embedded.get(index)
-        others = [embedded[j] for j in found if j != index]
+    for i, source in enumerate(sources):
+        ref_tokens, ref_patches, ref_found = references(source)
+        flags = [] if regions[i].any() else [NO_SUBJECT_GENERATED]
+        if regions[i].any() and not patches[i].any():
+            flags.append(NO_PATCH_GENERATED)
+        if not ref_found:
+            flags.append(NO_SUBJECT_REFERENCE)
+        elif not ref_patches.any():
+            flags.append(NO_PATCH_REFERENCE)
+        others = [j for j in range(len(sources)) if j != i and patches[j].any()]
+        if not others:
+            flags.append(NO_OTHER_REGION)
+        mixing = [subject_match(tokens, patches[j], ref_tokens, ref_patches) for j in others]
+        mixing = [value for value in mixing if value is not None]  # None only without reference patches
         rows.append(
             {
-                "subject_slot": index,
+                "subject_slot": i,
                 "scored_subject": source.subject,
-                "region": float(regions[index].mean()),
-                "identity": float(own @ references[index]) if own is not None else float("nan"),
-                "mixing": float(np.mean([float(o @ references[index]) for o in others])) if others else float("nan"),
+                "region": float(regions[i].mean()),
+                "identity": nan_if_none(subject_match(tokens, patches[i], ref_tokens, ref_patches)),
+                "mixing": float(np.mean(mixing)) if mixing else float("nan"),
+                "flag": "; ".join(flags),
             }
         )
     return rows
@@ -103,15 +141,16 @@ def score_multi_subject(run_dirs: list[Path], scores: pd.DataFrame, eval_cfg: An
     key = settings.get("backbone", "dino")
     if key not in specs:
         raise ConfigError(f"eval.multi_subject.backbone={key!r} is not one of eval.backbones {sorted(specs)}")
-    backbone = load_backbone(specs[key], eval_cfg.get("device", "auto"))
+    backbone = load_backbone(specs[key], eval_cfg.get("device", "auto"), int(eval_cfg.get("batch_size", 32)))
     segmenter = make_segmenter(settings)
+    references = References(segmenter, backbone)
     labels = scores.drop_duplicates(["run_dir", "method", "item_id"]).set_index(["run_dir", "method", "item_id"])
     out = []
     for run_dir, row in found:
-        image = load_rgb(run_dir / row["image"])
+        image = load_rgb(run_dir / row["image"], AS_STORED)
         at = (str(run_dir), row["method"], row["item_id"])
         known = at in labels.index
-        for scored in score_image(image, subject_sources(row), segmenter, backbone):
+        for scored in score_image(image, subject_sources(row), segmenter, backbone, references):
             out.append(
                 {
                     "variant": labels.loc[at, "variant"] if known else row["method"],
@@ -127,9 +166,12 @@ def score_multi_subject(run_dirs: list[Path], scores: pd.DataFrame, eval_cfg: An
 
 
 def multi_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per variant: images, subjects found by the segmenter, and the means of identity, mixing, CLIP-T."""
+    """Per variant: images, subjects found by the segmenter, the means of identity, mixing, CLIP-T (NaN
+    left out) and how many subject rows each mean holds (`<column>_n`)."""
     grouped = frame.groupby("variant", sort=True)
     table = grouped[list(COLUMNS)].mean()
+    for column in COLUMNS:
+        table[f"{column}_n"] = grouped[column].count()
     table.insert(0, "images", grouped["item_id"].nunique())
     table.insert(1, "subjects_found", grouped["region"].apply(lambda r: int((r > 0).sum())))
     table.insert(2, "subjects", grouped.size())
@@ -143,15 +185,17 @@ def multi_section(table: pd.DataFrame, backbone: str) -> list[str]:
     lines.append("|---|---|---|---|---|---|")
     for _, r in table.iterrows():
         found = f"{r['subjects_found']}/{r['subjects']}"
-        means = " | ".join(f"{r[column]:.4f}" for column in COLUMNS)
+        means = " | ".join(f"{r[column]:.4f} (n={r[f'{column}_n']})" for column in COLUMNS)
         lines.append(f"| {r['variant']} | {r['images']} | {found} | {means} |")
-    return [*lines, "", "Per image and subject: `multi_subject.csv`.", ""]
+    return [*lines, "", "Per image and subject, with the `flag` of every empty score: `multi_subject.csv`.", ""]
 
 
 MARKDOWN_INTRO = (
     "Regions: a segmenter prompted with each subject's word, the same for every method (docs/multi_subject.md). "
-    "Identity: `{backbone}` cosine of the image inside the subject's region with its reference photo; mixing: "
-    "of the image inside another subject's region with it (lower is better); means over subjects found."
+    "Identity: `{backbone}` patch matching (as the masked metrics' `<m>_subject`) of the subject's reference "
+    "photo's subject patches against the image's patches inside the subject's region; mixing: against the "
+    "patches inside another subject's region (lower is better). Means over the subject rows scored (n); a "
+    "row without region or subject patches is flagged and left out, never 0."
 )
 
 

@@ -1,12 +1,15 @@
 """Several subjects in one image (monkey.multi): pairing, disjoint masks, wiring against diffusers' own
 masked multi-image IP-Adapter, and MONKEY's bytes with one subject."""
 
+import hashlib
+import math
 from collections import Counter
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import compose_config
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from monkey.baselines.ip_adapter_multi import IPAdapterMultiMethod
 from PIL import Image
@@ -215,51 +218,106 @@ def test_the_ip_adapter_baselines_are_the_stock_pipeline_without_and_with_half_m
 
 
 # ---- metrics ------------------------------------------------------------------------------
-class HalvesSegmenter:
-    """Subject slot 0 on the left half, slot 1 on the right half, found by word (a stand-in for CLIPSeg)."""
+GRID, CROP, PATCH = 16, 16, 14  # tiny DINOv2: a 256 px image is cropped 16 px each side into 16 x 16 patches of 14 px
 
-    def __init__(self, words):
-        self.words = list(words)
+
+class ChosenSegmenter:
+    """Answers with the masks a test chose, per (image content, subject word): a stand-in for CLIPSeg that
+    also checks the word the module prompts with (an unknown pair is a KeyError)."""
+
+    def __init__(self):
+        self.masks: dict[tuple[str, str], np.ndarray] = {}
+
+    def key(self, image: Image.Image, word: str) -> tuple[str, str]:
+        return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()[:12], word
+
+    def choose(self, image: Image.Image, word: str, mask: np.ndarray) -> None:
+        self.masks[self.key(image, word)] = mask
 
     def __call__(self, image, source):
-        region = np.zeros((image.height, image.width), dtype=bool)
-        half = image.width // 2
-        if self.words.index(source.subject_word) == 0:
-            region[:, :half] = True
-        else:
-            region[:, half:] = True
-        return region
+        return self.masks[self.key(image, source.subject_word)]
 
 
-class PixelBackbone:
-    """Embeds an image as its normalised mean colour per 2x2 block of a 4x4 thumbnail (a computation
-    written out here, independent of the module's)."""
+def patches_by_hand(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The (row, col) patches at least half inside `mask` ([256, 256] bool), patch by patch."""
+    out = []
+    for y in range(GRID):
+        for x in range(GRID):
+            top, left = CROP + PATCH * y, CROP + PATCH * x
+            if mask[top : top + PATCH, left : left + PATCH].mean() >= 0.5:
+                out.append((y, x))
+    return out
 
-    def embed_images(self, images):
-        rows = [np.asarray(image.convert("RGB").resize((4, 4)), dtype=np.float64).ravel() for image in images]
-        out = torch.tensor(np.stack(rows), dtype=torch.float64)
-        return out / out.norm(dim=-1, keepdim=True)
+
+def match_by_hand(generated, gen_mask, reference, ref_mask) -> float:
+    """Mean over the reference's subject patches of the best cosine with a generated subject patch."""
+    best = []
+    for ry, rx in patches_by_hand(ref_mask):
+        r = reference[ry, rx].tolist()
+        best.append(max(math.fsum(a * b for a, b in zip(r, generated[gy, gx].tolist(), strict=True))
+                        for gy, gx in patches_by_hand(gen_mask)))  # fmt: skip
+    return sum(best) / len(best)
 
 
-def test_identity_is_scored_inside_each_subjects_own_region_and_mixing_inside_the_others(pair_items):
-    from monkey.eval.multi_subject import score_image, subject_sources
+def test_identity_and_mixing_match_the_reference_patches_inside_each_region(pair_items, tmp_path):
+    """Two subjects side by side in a 256 px image; the regions are irregular, the references' subject masks
+    their bright pixels: identity of i = reference i's subject patches matched in region i, mixing = in
+    region j, both recomputed patch by patch; a subject not found is NaN and flagged, never 0."""
+    from monkey.eval.backbones import backbone_specs, load_backbone
+    from monkey.eval.multi_subject import References, score_image, subject_sources
+    from monkey.eval.patch_tokens import patch_tokens
 
+    from monkey.hashing import to_plain
+
+    (spec,) = [s for s in backbone_specs(to_plain(compose_config().eval.backbones)) if s.key == "dino"]
+    dino = load_backbone(spec, "cpu", 32)  # eval=tiny's DINOv2: resize 256, crop 224, 14 px patches
     item = pair_items[0]
     a, b = item.sources
-    left, right = a.load_image().resize((32, 64)), b.load_image().resize((32, 64))
-    image = Image.new("RGB", (64, 64))
-    image.paste(left, (0, 0))
-    image.paste(right, (32, 0))  # subject a on the left, b on the right: what halves regions find
-    sources = subject_sources(item.describe())
-    rows = score_image(image, sources, HalvesSegmenter([a.subject_word, b.subject_word]), PixelBackbone())
-    backbone = PixelBackbone()
-    crops = backbone.embed_images([image.crop((0, 0, 32, 64)), image.crop((32, 0, 64, 64))])
-    refs = backbone.embed_images([a.load_image(), b.load_image()])
-    assert rows[0]["identity"] == pytest.approx(float(crops[0] @ refs[0]))
-    assert rows[1]["identity"] == pytest.approx(float(crops[1] @ refs[1]))
-    assert rows[0]["mixing"] == pytest.approx(float(crops[1] @ refs[0]))  # a measured where b should be
-    assert rows[1]["mixing"] == pytest.approx(float(crops[0] @ refs[1]))
-    assert rows[0]["region"] == 0.5 and rows[0]["scored_subject"] == a.subject
+    row = item.describe()
+    photos, paths = [], []
+    for k, source in enumerate((a, b)):  # the references as 256 px photos (the hand grid needs no resize)
+        photos.append(source.load_image().resize((256, 256)))
+        paths.append(tmp_path / f"ref{k}.png")
+        photos[-1].save(paths[-1])
+    row["source_paths"] = [str(path) for path in paths]
+    image = Image.new("RGB", (256, 256))
+    image.paste(photos[0].resize((128, 256)), (0, 0))
+    image.paste(photos[1].resize((128, 256)), (128, 0))
+    cols, rows_ = np.meshgrid(np.arange(256), np.arange(256))
+    regions = [(cols < 120) & (rows_ < 200), (cols >= 140) & (rows_ >= 30)]  # [H, W] bool each
+    ref_masks = []
+    segmenter = ChosenSegmenter()
+    for k, (source, photo) in enumerate(zip((a, b), photos, strict=True)):
+        grey = np.asarray(photo.convert("L"), dtype=np.float64)
+        ref_masks.append(grey > grey.mean())
+        segmenter.choose(photo, source.subject_word, ref_masks[-1])
+        segmenter.choose(image, source.subject_word, regions[k])
+    assert 0 < len(patches_by_hand(ref_masks[0])) < GRID * GRID  # the reference mask matters
+
+    sources = subject_sources(row)
+    scored = score_image(image, sources, segmenter, dino, References(segmenter, dino))
+    gen = patch_tokens(dino, [image])[0]
+    refs = patch_tokens(dino, photos)
+    for i, j in ((0, 1), (1, 0)):
+        identity = match_by_hand(gen, regions[i], refs[i], ref_masks[i])
+        mixing = match_by_hand(gen, regions[j], refs[i], ref_masks[i])
+        assert scored[i]["identity"] == pytest.approx(identity, abs=1e-6)
+        assert scored[i]["mixing"] == pytest.approx(mixing, abs=1e-6)  # subject i where subject j should be
+        assert abs(identity - mixing) > 1e-3  # the test tells the regions apart
+        assert scored[i]["region"] == pytest.approx(regions[i].mean()) and scored[i]["flag"] == ""
+    assert [r["scored_subject"] for r in scored] == [a.subject, b.subject]
+
+    segmenter.choose(image, b.subject_word, np.zeros((256, 256), dtype=bool))  # subject b not found
+    lost = score_image(image, sources, segmenter, dino)
+    assert math.isnan(lost[1]["identity"]) and lost[1]["region"] == 0.0 and lost[1]["flag"] == "no_subject_generated"
+    assert math.isnan(lost[0]["mixing"]) and lost[0]["flag"] == "no_other_region"
+    assert lost[0]["identity"] == pytest.approx(scored[0]["identity"], abs=1e-9)
+    assert lost[1]["mixing"] == pytest.approx(scored[1]["mixing"], abs=1e-9)  # b is still measured in a's region
+    sliver = np.zeros((256, 256), dtype=bool)
+    sliver[:, 100:105] = True  # pixels, but no patch half inside them
+    segmenter.choose(photos[0], a.subject_word, sliver)
+    thin = score_image(image, sources, segmenter, dino)
+    assert math.isnan(thin[0]["identity"]) and "no_subject_patch_reference" in thin[0]["flag"]
 
 
 def test_the_experiment_runs_all_three_methods_on_the_same_items_into_the_report(tmp_path):
@@ -283,10 +341,12 @@ def test_the_experiment_runs_all_three_methods_on_the_same_items_into_the_report
                 assert not (masks[0] & masks[1]).any()  # disjoint on the real maps too
     assert items["monkey_multi"] == items["ip_adapter_multi"] == items["ip_adapter_halves"]
     report = (root / "report" / "report.md").read_text()
-    assert "## Several subjects in one image" in report
+    assert "## Several subjects in one image" in report and "(n=" in report
     table = pd.read_csv(root / "report" / "multi_subject.csv")
     assert set(table["method"]) == {"monkey_multi", "ip_adapter_multi", "ip_adapter_halves"}
     assert len(table) == 3 * 2 * len(items["monkey_multi"])  # every image, every subject
+    flagged = table["flag"].fillna("") != ""
+    assert (table["identity"].isna() <= flagged).all()  # an empty identity always says why
 
 
 @pytest.mark.parametrize(
