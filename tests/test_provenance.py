@@ -113,6 +113,27 @@ def test_a_changed_tiny_weight_file_is_refused(made, make_config):
     assert sorted(p.name for p in (run_dir / "configs").iterdir()) == configs  # a refused run keeps no file list
 
 
+def test_a_changed_controlnet_is_refused_like_the_base_weights(made, make_config, tmp_path):
+    """method.control's ControlNet is one of the row's weights: its files' digest is recorded, and a resume
+    after one bit of it changed is refused, naming the file (before, only info.control held its identity)."""
+    from monkey.controlnet.tiny import materialize_tiny_controlnet
+
+    _, _, overrides = made
+    controlnet = tmp_path / "controlnet"
+    shutil.copytree(materialize_tiny_controlnet("lcm", 0), controlnet)  # a copy: the shared twin stays intact
+    controlled = (*overrides, "+control=canny", f"method.control.model={controlnet}")
+    run_dir = tmp_path / "run"
+    assert generate_stage(make_config(*controlled), run_dir).generated == 1
+    (row,) = RunStore(run_dir).rows()
+    assert row["weights"]["controlnet"]["source"] == str(controlnet) and row["weights"]["controlnet"]["files"]
+    weight = controlnet / "diffusion_pytorch_model.safetensors"
+    original = weight.read_bytes()
+    weight.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(RunFolderError) as refused:
+        generate_stage(make_config(*controlled, "plan.limit.prompts=2"), run_dir)
+    assert f"controlnet weights in {controlnet}: diffusion_pytorch_model.safetensors changed" in str(refused.value)
+
+
 def test_a_pinned_revision_reaches_from_pretrained_and_load_ip_adapter(monkeypatch):
     import diffusers
     import torch

@@ -20,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from monkey.atomic import remove_stale_temp_files
+from monkey.controlnet.model import controlnet_checkpoint
+from monkey.controlnet.settings import control_settings
 from monkey.datasets.bad_images import ImageGate, recorded_skips, skipped_row
 from monkey.datasets.base import bad_image_policy, image_options, load_sources
 from monkey.errors import ConfigError, DataError, RunFolderError
@@ -310,15 +312,20 @@ def generate_stage(cfg: DictConfig, run_dir: Path) -> GenerateSummary:
 
 
 def method_weights(spec: MethodSpec, runtime: Runtime) -> Weights | None:
-    """The identity of every checkpoint the method loads from its model profile (monkey.provenance);
-    None for a method that runs in its own process (`external`): its weights are not the profile's."""
+    """The identity of every checkpoint the method loads from its model profile, and of its ControlNet if it
+    has one (monkey.provenance); None for a method that runs in its own process (`external`): its weights
+    are not the profile's."""
     try:
         method_class = get_class(spec.method["_target_"])
     except (ImportError, ValueError):
         method_class = None  # build_method names the bad target
     if isinstance(method_class, type) and issubclass(method_class, StreamingMethod):
         return None
-    return weights_record(profile_checkpoints(runtime.model))
+    checkpoints = profile_checkpoints(runtime.model)
+    control = control_settings(spec.method.get("control"))  # method.control: its ControlNet is a checkpoint too
+    if control is not None:
+        checkpoints = [*checkpoints, controlnet_checkpoint(control, runtime)]
+    return weights_record(checkpoints)
 
 
 def generate_batch(
