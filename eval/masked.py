@@ -60,6 +60,7 @@ from monkey.errors import ConfigError, DataError
 from monkey.hashing import bytes_sha256, file_sha256, stable_hash
 from monkey.images import ImageOptions, load_rgb
 from monkey.prompts import SUBJECT_MARK
+from monkey.rank.subject_masks import read_grey
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,7 @@ def fill_subject(image: Image.Image, mask: np.ndarray) -> Image.Image | None:
 
 def read_monkey_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """MONKEY's saved image-size mask (greyscale PNG) as [H, W] bool at `size` (W, H), resized nearest."""
-    try:
-        with Image.open(path) as handle:
-            mask = handle.convert("L")
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read MONKEY's mask {path}: {err}") from err
+    mask = read_grey(path, "MONKEY's mask")
     if mask.size != size:
         mask = mask.resize(size, Image.NEAREST)
     return np.asarray(mask, dtype=np.float64) / 255.0 > MONKEY_MASK_THRESHOLD

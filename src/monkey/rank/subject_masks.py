@@ -45,13 +45,18 @@ def fit_mask(mask: Image.Image, source: Source) -> Image.Image:
     return square
 
 
-def read_mask(path: Path, source: Source, image_size: tuple[int, int]) -> torch.Tensor:
-    """[H, W] bool aligned with `source.load_image()` (of size `image_size`, (W, H))."""
+def read_grey(path: Path, what: str = "mask") -> Image.Image:
+    """A mask file as an `L` image, or a DataError naming `what` and the file."""
     try:
         with Image.open(path) as handle:
-            mask = handle.convert("L")
+            return handle.convert("L")
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read mask {path}: {err}") from err
+        raise DataError(f"cannot read {what} {path}: {err}") from err
+
+
+def read_mask(path: Path, source: Source, image_size: tuple[int, int]) -> torch.Tensor:
+    """[H, W] bool aligned with `source.load_image()` (of size `image_size`, (W, H))."""
+    mask = read_grey(path)
     if mask.size != image_size:
         with Image.open(source.image_path) as original:
             original_size = original.size
