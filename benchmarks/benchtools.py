@@ -235,7 +235,9 @@ def batch_table(record: dict[str, Any]) -> list[str]:
 
 def write_json_and_markdown(record: dict[str, Any], path: Path, render: Callable[[dict[str, Any]], str]) -> None:
     """The record as `path` (JSON) and its markdown beside it (`.md`), the markdown printed too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    path.with_suffix(".md").write_text(render(record))
-    print(render(record))
+    from monkey.atomic import atomic_write_bytes  # every file the project writes goes through the atomic path
+
+    markdown = render(record)
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(path.with_suffix(".md"), markdown.encode())
+    print(markdown)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from monkey.eval.masked_columns import FLAG_COLUMN, TEXT_COLUMN
 
 from monkey.atomic import atomic_write_json
 from monkey.errors import RunFolderError
@@ -28,7 +29,7 @@ SCORES_DIR = "scores"
 ORACLE = "oracle"  # reserved method label of the real-image reference rows
 JUDGE_DIR = "judge"
 MASKED_DIR = "masked"  # eval.masked's records (monkey.eval.masked), beside items/ and judge/
-MASKED_FIELDS = ("masked_flag", "background_text")  # a masked record's text columns
+MASKED_FIELDS = (FLAG_COLUMN, TEXT_COLUMN)  # a masked record's text columns
 FRAME_OMITS = ("scores", "metric_columns", "image_stat")  # bookkeeping, not data
 TRANSFORMS = "transforms"  # eval_config.json: each backbone's preprocessing as it ran (descriptive)
 IGNORED_BY_OPEN_CLIP = ("resize", "crop")  # open_clip uses its model's own transform

@@ -219,3 +219,9 @@ def test_the_report_gains_the_agreement_section_computed_as_the_cli_computes_it(
     bad["report"]["agreement"]["responders"] = ["x"]
     with pytest.raises(ConfigError, match="unknown key"):
         build_report([experiment], tmp_path / "r3", OmegaConf.create(bad), evaluate=False)
+
+
+def test_the_masked_metrics_sizes_are_not_metrics_that_pick_an_image():
+    """subject_area is a size and mask_iou exists on MONKEY rows only: neither picks a best image."""
+    frame = pd.DataFrame({"clip_t": [0.1], "dino_subject": [0.5], "subject_area": [0.3], "mask_iou": [0.2]})
+    assert ag.score_metrics(frame) == ["clip_t", "dino_subject"]

@@ -217,3 +217,19 @@ def test_prefetch_from_tiny_twins(twin_hub, monkeypatch, capsys):
 def test_need_line_names_repo_and_files():
     need = HubNeed("a/b", "thing", revision="v1", files=(("x.safetensors", "x.bin"),), wanted_by=("method=m",))
     assert need.line() == "a/b@v1  x.safetensors or x.bin  (thing) [method=m]"
+
+
+def test_monkey_fetches_its_mask_sources_models_only_when_its_source_reads_them():
+    """method.segmenter (CLIPSeg) and method.refine.auto_masks (SAM) sit in every MONKEY config; prefetch lists
+    each only under the mask source that loads it, so an attention-mask run downloads neither."""
+    from monkey.prefetch import all_needs
+
+    base = ["method=monkey", "model=lcm_dreamshaper", "run.stages=[generate]"]
+    repos = {
+        source: {n.repo_id for n in all_needs([*base, f"method.mask_source={source}"])}
+        for source in ("attention", "segmenter", "refined")
+    }
+    clipseg, sam = "CIDAS/clipseg-rd64-refined", "facebook/sam-vit-huge"
+    assert clipseg not in repos["attention"] and sam not in repos["attention"]
+    assert clipseg in repos["segmenter"] and sam not in repos["segmenter"]
+    assert sam in repos["refined"] and clipseg not in repos["refined"]

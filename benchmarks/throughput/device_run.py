@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from benchtools import cpu_model, provenance
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+from monkey.models.profiles import DTYPES  # the harness's names of the three precisions
 
 
 @dataclass(frozen=True)

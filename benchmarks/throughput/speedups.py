@@ -18,6 +18,7 @@ from lcm_arch import QUICK, Shapes
 from monkey.adapter.sampler import MonkeySampler
 from monkey.adapter.settings import MonkeySettings
 from monkey.errors import MonkeyError
+from monkey.models.profiles import DTYPES  # the harness's names of the three precisions
 from throughput.device_run import DeviceRun
 from throughput.preset import IMAGE_BOUND, choose_preset, preset_overrides, within_bound
 from throughput.timing import larger_batch, time_parts
@@ -47,7 +48,6 @@ def speedup_variants(larger: int) -> list[tuple[str, dict[str, Any], bool]]:
 
 SPEEDUP_VARIANTS = speedup_variants(32)
 COMPILE_RESERVE_S = 150.0  # a compile variant starts only with this much of the budget left (inductor builds)
-VAE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ def speedup_applied(pipe, keys: dict[str, Any], device: torch.device):
     speedups.refuse_cuda_graphs(chosen)
     vae = pipe.vae
     if "vae_dtype" in keys:
-        pipe.vae = vae_in(pipe, VAE_DTYPES[keys["vae_dtype"]])
+        pipe.vae = vae_in(pipe, DTYPES[keys["vae_dtype"]])
     if chosen.channels_last:
         for module in (pipe.unet, pipe.vae):
             module.to(memory_format=torch.channels_last)

@@ -92,6 +92,18 @@ def component_needs(config: Any, where: str) -> Iterator[HubNeed]:
         yield from component_needs(value, f"{where}.{key}")
 
 
+# MONKEY's blocks read only under one method.mask_source (monkey.adapter.mask_sources): key -> that source
+SOURCE_BLOCKS = {"segmenter": "segmenter", "refine": "refined"}
+
+
+def used_components(method: dict[str, Any]) -> dict[str, Any]:
+    """The method config without the blocks its mask source never loads, so a run fetches only what it reads."""
+    if "mask_source" not in method:
+        return method
+    source = method["mask_source"]
+    return {key: value for key, value in method.items() if SOURCE_BLOCKS.get(key, source) == source}
+
+
 def job_needs(job: Job) -> list[HubNeed]:
     """One job's needs: its model profile, its method's components, and the metric backbones when it scores."""
     from monkey.eval.backbones import backbone_specs
@@ -101,7 +113,7 @@ def job_needs(job: Job) -> list[HubNeed]:
     cfg = job.cfg
     spec = method_spec(cfg)
     needs = profile_from_config(spec.model).needs()
-    needs += list(component_needs(spec.method, "method"))
+    needs += list(component_needs(used_components(spec.method), "method"))
     if any(stage in SCORING_STAGES for stage in cfg.run.stages):
         for backbone in backbone_specs(OmegaConf.to_container(cfg.eval.backbones, resolve=True)):
             needs += backbone.needs()

@@ -16,10 +16,18 @@ import torch
 from PIL import Image
 
 from monkey.errors import ConfigError, ModelLoadError
-from monkey.models.profiles import load_cause, offline_hint
+from monkey.hub_needs import HubNeed, transformers_model
+from monkey.models.profiles import is_local, load_cause, offline_hint
 
 
 class SamAutoMasker:
+    @staticmethod
+    def hub_needs(model: str = "facebook/sam-vit-huge", tiny: bool = False, **_: Any) -> list[HubNeed]:
+        """What __init__ reads from the hub (monkey-prefetch): SAM with its processor (none when tiny)."""
+        if tiny or is_local(model):
+            return []
+        return [transformers_model(model, "SAM of method.refine", processor=True)]
+
     def __init__(
         self,
         model: str = "facebook/sam-vit-huge",

@@ -52,6 +52,13 @@ class ClipSegSegmenter:
             ) from err
         self.prompt, self.threshold, self.device = prompt, float(threshold), torch.device(device)
 
+    @staticmethod
+    def hub_needs(model: str = "CIDAS/clipseg-rd64-refined", tiny: bool = False, **_: Any) -> list[HubNeed]:
+        """What __init__ reads from the hub (monkey-prefetch): the model with its processor (none when tiny)."""
+        if tiny or is_local(model):
+            return []
+        return [transformers_model(model, "CLIPSeg segmenter", processor=True)]
+
     @torch.no_grad()
     def probabilities(self, image: Image.Image, word: str) -> torch.Tensor:
         """[H, W] subject probability at the image's size."""

@@ -220,8 +220,11 @@ def study_scores(definition: dict, eval_name: str, runs: list[Path] | None = Non
 
 def score_metrics(scores: pd.DataFrame) -> list[str]:
     """The per-image metrics a frame holds: scores of the generated image against its source or prompt
-    (not the `_all` and `_paper` variants), the judge's, and the combined ones."""
-    bookkeeping = {"created", "seed", "seed_index", "prompt_index", "n_refs", "live"}
+    (not the `_all` and `_paper` variants), the judge's, the masked ones, and the combined ones; not the
+    masked metrics' sizes (`subject_area`, not a quality; `mask_iou`, MONKEY rows only)."""
+    from monkey.eval.masked_columns import MASK_IOU, SUBJECT_AREA
+
+    bookkeeping = {"created", "seed", "seed_index", "prompt_index", "n_refs", "live", SUBJECT_AREA, MASK_IOU}
     numeric = [c for c in scores.columns if pd.api.types.is_float_dtype(scores[c]) and c not in bookkeeping]
     return [c for c in numeric if not c.endswith(("_all", "_paper"))]
 
