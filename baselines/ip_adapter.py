@@ -9,9 +9,8 @@ from PIL import Image
 from monkey.adapter.sampler import loop_steps
 from monkey.controlnet.hook import control_unet
 from monkey.controlnet.method_control import ARTIFACT, MethodControl
-from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
-from monkey.methods.base import GenerationRequest, GenerationResult, Method
+from monkey.methods.base import GenerationRequest, GenerationResult, Method, batch_image_size
 from monkey.models.profiles import Runtime, load_runtime_pipeline
 from monkey.subject_embeds import SubjectEmbedder, uses_cfg
 
@@ -38,7 +37,7 @@ class IPAdapterMethod(Method):
         """One pipeline call for the whole batch, whatever its subjects: diffusers repeats
         `ip_adapter_image_embeds` once per prompt, so each item's own embedding reaches the UNet
         through a forward pre-hook (monkey.item_embeds)."""
-        height, width = batch_image_size(requests)
+        height, width = batch_image_size(requests, "IP-Adapter")
         self.pipe.set_ip_adapter_scale(self.scale)
         embeds = self.embedder.batch([r.item.source for r in requests])  # [n, 1, D] (or [n, 1, S, D])
         guided = uses_cfg(self.pipe, self.guidance_scale)
@@ -81,9 +80,3 @@ class IPAdapterMethod(Method):
         ).images
 
 
-def batch_image_size(requests: Sequence[GenerationRequest]) -> tuple[int, int]:
-    """(height, width) that every request of one pipeline call shares."""
-    sizes = {(r.height, r.width) for r in requests}
-    if len(sizes) != 1:
-        raise ConfigError(f"one IP-Adapter batch must share one image size, got {sorted(sizes)}")
-    return sizes.pop()

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from diffusers.image_processor import IPAdapterMaskProcessor
-from monkey.baselines.ip_adapter import IPAdapterMethod, batch_image_size
+from monkey.baselines.ip_adapter import IPAdapterMethod
 from PIL import Image
 
 from monkey.errors import ConfigError
 from monkey.item_embeds import item_image_embeds
-from monkey.methods.base import GenerationRequest, GenerationResult
+from monkey.methods.base import GenerationRequest, GenerationResult, batch_image_size
 from monkey.models.profiles import Runtime
 from monkey.multi.method import subject_embeds, subject_overlay
 from monkey.subject_embeds import uses_cfg
@@ -56,7 +56,7 @@ class IPAdapterMultiMethod(IPAdapterMethod):
         self.regions = regions
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        height, width = batch_image_size(requests)
+        height, width = batch_image_size(requests, "IP-Adapter")
         self.pipe.set_ip_adapter_scale(self.scale)
         embeds = subject_embeds(self.embedder, requests)  # [n, K, D] (or [n, K, S, D])
         masks = strip_masks(embeds.shape[1], height, width) if self.regions == "halves" else None

@@ -33,12 +33,12 @@ def rows_for(embeds: torch.Tensor, rows: int, negative: torch.Tensor | None = No
 def item_image_embeds(
     unet: UNet2DConditionModel, embeds: torch.Tensor, guided: bool, negative: torch.Tensor | None = None
 ) -> Iterator[list[torch.Tensor]]:
-    """Within the block, every UNet evaluation sees item i's embedding `embeds[i]` ([n, 1, D], or
-    [n, 1, S, D] for hidden states) in its rows, and the CFG negative ([1, 1, ...], default zeros) in
-    the unconditional ones. Yields the `ip_adapter_image_embeds` argument to hand the pipeline (item 0's
-    embedding, which the pipeline repeats and the hook then replaces)."""
+    """Within the block, every UNet evaluation sees item i's embeddings `embeds[i]` ([n, K, D], or
+    [n, K, S, D] for hidden states; K images per item, 1 but for several subjects) in its rows, and the
+    CFG negative ([1, 1, ...], default zeros) in the unconditional ones. Yields the `ip_adapter_image_embeds`
+    argument to hand the pipeline (item 0's embedding, which the pipeline repeats and the hook then replaces)."""
     if embeds.ndim not in (3, 4):  # [n, K, ...]: K images per item (several subjects, monkey.multi)
-        raise ValueError(f"per-item image embeddings must be [n, 1, D] or [n, 1, S, D], got {tuple(embeds.shape)}")
+        raise ValueError(f"per-item image embeddings must be [n, K, D] or [n, K, S, D], got {tuple(embeds.shape)}")
 
     def before_unet(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         added = kwargs.get("added_cond_kwargs") or {}

@@ -10,12 +10,14 @@ from monkey.adapter.settings import MonkeySettings
 from monkey.adapter.sharing import SharedWork, ShareSettings
 from monkey.controlnet.method_control import ARTIFACT, MethodControl
 from monkey.errors import ConfigError
-from monkey.methods.base import GenerationRequest, GenerationResult, Method
+from monkey.methods.base import GenerationRequest, GenerationResult, Method, batch_image_size
 from monkey.models.profiles import Runtime, load_runtime_pipeline
 from monkey.subject_embeds import SubjectEmbedder
 
 
 class MonkeyMethod(Method):
+    sampler_class: type[MonkeySampler] = MonkeySampler  # a subclass's own passes (monkey.multi)
+
     def __init__(
         self,
         name: str,
@@ -38,7 +40,7 @@ class MonkeyMethod(Method):
         shared = SharedWork.for_runtime(share_settings, runtime) if share_settings.enabled else None
         self.pipe = load_runtime_pipeline(runtime)
         mask_source = build_mask_source(self.settings, segmenter, refine, str(runtime.device))
-        self.sampler = MonkeySampler(self.pipe, self.settings, shared, mask_source=mask_source)
+        self.sampler = self.sampler_class(self.pipe, self.settings, shared, mask_source=mask_source)
         self.embedder = SubjectEmbedder(self.pipe)
         self.control = MethodControl.optional(control, runtime)  # method.control: a ControlNet (docs/controlnet.md)
 
@@ -46,10 +48,7 @@ class MonkeyMethod(Method):
         """One pipeline call per pass for the whole batch, whatever its subjects (each item keeps its
         own subject embedding, monkey.item_embeds)."""
         requests = list(requests)
-        sizes = {(r.height, r.width) for r in requests}
-        if len(sizes) != 1:
-            raise ConfigError(f"one MONKEY batch must share one image size, got {sorted(sizes)}")
-        height, width = sizes.pop()
+        height, width = batch_image_size(requests, "MONKEY")
         control = self.control.for_call(requests) if self.control is not None else None
         batch = SubjectBatch(
             prompts=[r.prompt for r in requests],

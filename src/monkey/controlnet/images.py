@@ -23,10 +23,10 @@ from PIL import Image
 from monkey.controlnet.canny import canny
 from monkey.controlnet.settings import ControlSettings
 from monkey.errors import DataError
-from monkey.hashing import file_sha256
 from monkey.images import ImageOptions, load_rgb
 from monkey.names import path_name
 from monkey.plan import WorkItem
+from monkey.provenance import cached_file_sha256  # many items share one location's file
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 AS_IS = ImageOptions(fit="none", min_side=1)  # a control file is used whole, whatever its size
@@ -82,7 +82,7 @@ def control_image(settings: ControlSettings, item: WorkItem, height: int, width:
         assert settings.folder is not None  # ControlSettings checks
         path = folder_file(Path(settings.folder).expanduser(), item.location)
         image = load_rgb(path, AS_IS).resize((width, height), Image.Resampling.LANCZOS)
-        info = {"image_file": str(path), "file_sha256": file_sha256(path)}
+        info = {"image_file": str(path), "file_sha256": cached_file_sha256(path)}
     else:
         resized = item.source.load_image().resize((width, height), Image.Resampling.LANCZOS)
         edges = canny(np.asarray(resized.convert("L")), settings.low, settings.high)  # [H, W] bool

@@ -3,7 +3,6 @@ real path for real and tiny models alike), once per process."""
 
 from pathlib import Path
 
-import torch
 from diffusers import ControlNetModel
 
 from monkey.controlnet.settings import TINY, ControlSettings
@@ -48,10 +47,3 @@ def load_controlnet(settings: ControlSettings, runtime: Runtime) -> ControlNetMo
         _LOADED.clear()  # one ControlNet at a time, as one pipeline (monkey.models.profiles)
         _LOADED[key] = model.to(runtime.device).eval().requires_grad_(False)
     return _LOADED[key]
-
-
-def free() -> None:
-    """Drop the loaded ControlNet (tests)."""
-    _LOADED.clear()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -94,6 +94,14 @@ class StreamingMethod(Method):
         return [results[index] for index in range(len(requests))]
 
 
+def batch_image_size(requests: Sequence[GenerationRequest], what: str) -> tuple[int, int]:
+    """(height, width) that every request of one pipeline call shares; `what` names the batch in the error."""
+    sizes = {(r.height, r.width) for r in requests}
+    if len(sizes) != 1:
+        raise ConfigError(f"one {what} batch must share one image size, got {sorted(sizes)}")
+    return sizes.pop()
+
+
 def same_source_runs(requests: Sequence[GenerationRequest]) -> list[list[GenerationRequest]]:
     """Split a batch into consecutive runs of one source image each (plan order keeps them together)."""
     runs: list[list[GenerationRequest]] = []

@@ -11,7 +11,7 @@ from monkey.adapter.masks import resize
 from monkey.adapter.method import MonkeyMethod
 from monkey.adapter.sampler import SubjectBatch
 from monkey.errors import ConfigError
-from monkey.methods.base import GenerationRequest, GenerationResult
+from monkey.methods.base import GenerationRequest, GenerationResult, batch_image_size
 from monkey.multi.plan import subjects_of
 from monkey.multi.regions import ItemRegions
 from monkey.multi.sampler import MultiSubjectSampler
@@ -57,23 +57,23 @@ class MonkeyMultiMethod(MonkeyMethod):
 
     multi_subject = True  # takes items of several subjects (monkey.multi.plan.check_method)
 
-    def __init__(self, name: str, runtime, share=None, **knobs):
-        super().__init__(name, runtime, share, **knobs)
-        if self.settings.mask_source != "attention":  # one segmenter mask per subject is not built yet
+    sampler_class = MultiSubjectSampler
+
+    def __init__(self, name: str, runtime, share=None, control=None, **knobs):
+        # refused before anything loads: its calls would drop them, and a run never goes on without them
+        source = knobs.get("mask_source", "attention")
+        if source != "attention":  # one segmenter mask per subject is not built yet
             raise ConfigError(
-                f"method.mask_source={self.settings.mask_source!r}: monkey_multi takes only 'attention' "
+                f"method.mask_source={source!r}: monkey_multi takes only 'attention' "
                 "(each subject's mask from its own image tokens)"
             )
-        if self.control is not None:  # its pass calls do not take a control yet: never run one silently without it
+        if control is not None:
             raise ConfigError("method.control: monkey_multi takes no ControlNet yet (monkey, ip_adapter_* do)")
-        self.sampler = MultiSubjectSampler(self.pipe, self.settings, self.sampler.shared)
+        super().__init__(name, runtime, share, **knobs)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         requests = list(requests)
-        sizes = {(r.height, r.width) for r in requests}
-        if len(sizes) != 1:
-            raise ConfigError(f"one MONKEY batch must share one image size, got {sorted(sizes)}")
-        height, width = sizes.pop()
+        height, width = batch_image_size(requests, "MONKEY")
         batch = SubjectBatch(
             prompts=[r.prompt for r in requests],
             seeds=[r.seed for r in requests],
