@@ -3,6 +3,7 @@ and SAM, which mask reaches pass 2, how the pass-1 image is cached for the varia
 ablation preset end to end."""
 
 import numpy as np
+import pytest
 import torch
 from monkey_helpers import load_tiny, settings, subject_embeds
 from PIL import Image
@@ -170,3 +171,21 @@ def test_ablate_mask_source_runs_pass1_once_and_reports_one_row_per_variant(tmp_
     rows = [dict(zip(header, line.split(","), strict=False)) for line in sweep[1:]]
     swept = [row["mask_variant"] for row in rows if row["role"] == "sweep"]
     assert swept == variants  # one row per variant, in the sweep's order
+
+
+def test_a_segmenter_source_never_stops_on_an_attention_map_it_does_not_read(tiny_pipe):
+    """method.degenerate=error with mask_source=segmenter: a flat (degenerate) attention map is not an error,
+    since the segmenter's mask replaces it unread; the attention source stops on the same map."""
+    from monkey.adapter.masks import DegenerateMaskError
+
+    batch, sources = two_subjects(tiny_pipe)
+    pass1 = MonkeySampler(tiny_pipe, settings("tiny", save_pass1_image=True)).record(batch)
+    flat = [{key: torch.zeros_like(value) for key, value in record.items()} for record in pass1.records]
+    knobs = settings("tiny", mask_source="segmenter", degenerate="error")
+    sampler = MonkeySampler(tiny_pipe, knobs, mask_source=SegmenterMaskSource(HalfSegmenter()))
+    _, image_masks = sampler.masks(flat, batch, None, pass1.images, sources)
+    expected = torch.stack([torch.from_numpy(HalfSegmenter()(image, s)).float() for image, s in zip(
+        pass1.images, sources, strict=True)])  # fmt: skip
+    assert torch.equal(image_masks, expected)
+    with pytest.raises(DegenerateMaskError):
+        MonkeySampler(tiny_pipe, settings("tiny", degenerate="error")).masks(flat, batch)

@@ -251,7 +251,10 @@ class MonkeySampler:
         source, each attention mask at image size is handed with the item's pass-1 image to the source,
         whose mask replaces it."""
         labels = labels or [f"item {index}" for index in range(len(records))]
-        masks = [extract_mask(record, self.settings, label) for record, label in zip(records, labels, strict=True)]
+        # a segmenter replaces the attention mask unread: only its own mask follows method.degenerate
+        unread = self.settings.mask_source == "segmenter"
+        reading = replace(self.settings, degenerate="full") if unread else self.settings
+        masks = [extract_mask(record, reading, label) for record, label in zip(records, labels, strict=True)]
         size = (batch.height, batch.width)
         image_masks = torch.stack([resize(item.mask, size, soft=self.settings.soft) for item in masks])  # [n, H, W]
         if self.mask_source is None:
