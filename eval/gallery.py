@@ -25,13 +25,12 @@ import pandas as pd
 from monkey.eval.collect import variant_labels
 from monkey.eval.index_page import config_path
 from monkey.eval.score_store import ScoreSet
-from monkey.eval.scoring import AS_STORED
 from PIL import Image
 
 from monkey.atomic import atomic_write_bytes
 from monkey.errors import DataError
 from monkey.hashing import stable_hash
-from monkey.images import load_rgb
+from monkey.images import AS_STORED, load_rgb
 from monkey.store import STATUS_OK, RunStore
 
 GALLERY = "gallery.html"

@@ -10,12 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from monkey.eval.score_store import ORACLE
-from monkey.eval.scoring import AS_STORED
 from monkey.eval.tables import dataset_label
 from PIL import Image
 
 from monkey.atomic import atomic_savefig
-from monkey.images import load_rgb
+from monkey.images import AS_STORED, load_rgb
 
 
 def pick_items(items: pd.DataFrame, columns: int) -> list[str]:

@@ -58,7 +58,7 @@ from monkey.cache import ContentCache
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError, DataError
 from monkey.hashing import bytes_sha256, file_sha256, stable_hash
-from monkey.images import ImageOptions, load_rgb
+from monkey.images import AS_STORED, load_rgb
 from monkey.prompts import SUBJECT_MARK
 from monkey.rank.subject_masks import read_grey
 from monkey.store import STATUS_OK, RunStore
@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 MASK_CACHE = "cache/masks"
 FILL = "background_mean"  # subject pixels take the mean RGB of the image's background pixels
 MONKEY_MASK_THRESHOLD = 0.5  # MONKEY's mask PNG (0-255) is subject where > 0.5 (its soft masks too)
-AS_STORED = ImageOptions(fit="none", min_side=1, max_side=1 << 15)  # as monkey.eval.scoring reads images
 CHUNK = 64  # records per batch of forwards
 VERSION = 1  # bump when a definition changes: every masked record is then recomputed
 

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 from monkey.eval.backbones import backbone_specs, load_backbone
-from monkey.eval.masked import AS_STORED
 from monkey.eval.masked_columns import (
     NO_PATCH_GENERATED,
     NO_PATCH_REFERENCE,
@@ -36,7 +35,7 @@ from PIL import Image
 from monkey.datasets.base import Source
 from monkey.errors import ConfigError
 from monkey.hashing import to_plain
-from monkey.images import load_rgb
+from monkey.images import AS_STORED, load_rgb
 from monkey.store import STATUS_OK, RunStore
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from monkey.atomic import remove_stale_temp_files
 from monkey.datasets.base import load_sources
 from monkey.errors import ConfigError, RunFolderError
 from monkey.hashing import stable_hash, to_plain
-from monkey.images import ImageOptions, load_rgb
+from monkey.images import AS_STORED, load_rgb
 from monkey.provenance import FileHashes, check_inputs
 from monkey.store import STATUS_OK, RunStore
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 REFERENCE_MODES = ("all", "source")
 # Metrics see an image as its file holds it (EXIF applied, RGB), not the dataset's square fit: the
 # backbone's own preprocessing resizes and crops, and a tiny generated image is still scored.
-AS_STORED = ImageOptions(fit="none", min_side=1, max_side=1 << 15)
 CHUNK = 256  # records written per chunk: a killed evaluation resumes from the last chunk
 ROW_FIELDS = (
     "method",

@@ -56,6 +56,10 @@ class ImageOptions:
             )
 
 
+# a generated or scored image as its file holds it: no crop, no size limit that could change it (evaluation)
+AS_STORED = ImageOptions(fit="none", min_side=1, max_side=1 << 15)
+
+
 DEFAULT_OPTIONS = ImageOptions()
 
 
