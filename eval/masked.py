@@ -86,9 +86,18 @@ class MaskedSettings:
         return {"segmenter": self.segmenter, "rules": rules, "version": VERSION}
 
     def build_segmenter(self):
+        """Built once per process and settings (as load_backbone keeps its models): a report over many run
+        folders loads GroundingDINO and SAM once, not once per folder."""
         from hydra.utils import instantiate
 
-        return instantiate({**self.segmenter, "device": self.device})
+        memo = stable_hash({"segmenter": self.segmenter, "device": self.device})
+        if memo not in _SEGMENTERS:
+            _SEGMENTERS.clear()  # one segmenter at a time
+            _SEGMENTERS[memo] = instantiate({**self.segmenter, "device": self.device})
+        return _SEGMENTERS[memo]
+
+
+_SEGMENTERS: dict[str, Any] = {}
 
 
 def masked_settings(eval_cfg: dict[str, Any]) -> MaskedSettings | None:

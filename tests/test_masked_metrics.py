@@ -271,3 +271,14 @@ def test_prefetch_lists_the_segmenters_models_only_when_eval_masked_is_on():
     repos = {need.repo_id for need in all_needs([*base, "eval.masked=true"])}
     assert {"IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base"} <= repos
     assert not {"IDEA-Research/grounding-dino-tiny", "facebook/sam-vit-base"} & {n.repo_id for n in all_needs(base)}
+
+
+def test_the_segmenter_is_built_once_per_settings_for_every_run_folder():
+    """A report over many run folders builds its segmenter once (each folder's SubjectMasks asks again);
+    other settings build another."""
+    from monkey.eval.masked import MaskedSettings
+
+    settings = MaskedSettings({"_target_": "collections.OrderedDict", "model": "x"}, "cpu")
+    first = settings.build_segmenter()
+    assert MaskedSettings(dict(settings.segmenter), "cpu").build_segmenter() is first
+    assert MaskedSettings({**settings.segmenter, "model": "y"}, "cpu").build_segmenter() is not first
